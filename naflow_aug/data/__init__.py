@@ -1,0 +1,30 @@
+"""Data in: SIDD readers, paired and clean-only folders, the simulated camera, image I/O."""
+
+from naflow_aug.data.images import image_size, load_image, read_image, to_tensor, to_uint8, write_png
+from naflow_aug.data.sidd import (
+    ClassBalancedSampler,
+    PairedCropDataset,
+    SiddMediumDataset,
+    SiddPair,
+    load_split,
+    parse_instance_folder,
+    random_paired_crop,
+    scan_sidd_medium,
+)
+
+__all__ = [
+    "ClassBalancedSampler",
+    "PairedCropDataset",
+    "SiddMediumDataset",
+    "SiddPair",
+    "image_size",
+    "load_image",
+    "load_split",
+    "parse_instance_folder",
+    "random_paired_crop",
+    "read_image",
+    "scan_sidd_medium",
+    "to_tensor",
+    "to_uint8",
+    "write_png",
+]

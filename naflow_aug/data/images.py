@@ -1,0 +1,110 @@
+"""PNG (and other image) I/O at the edges: uint8 HWC arrays on disk <-> (3, H, W) float32 tensors in [0, 1].
+
+Every reader names the file in its error: a missing file raises ``FileNotFoundError``, an unreadable,
+truncated or unsupported one ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from naflow_aug.runs import atomic_write_bytes
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "image_size",
+    "load_image",
+    "read_image",
+    "to_tensor",
+    "to_uint8",
+    "write_png",
+]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+_HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_READ_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
+
+
+def _check_exists(path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image file from its header (does not decode the pixels)."""
+    path = Path(path)
+    _check_exists(path)
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except _READ_ERRORS as e:
+        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
+    return h, w
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an 8-bit image file as an RGB uint8 array (H, W, 3). Grey, palette and alpha are converted."""
+    path = Path(path)
+    _check_exists(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.mode in _HIGH_DEPTH_MODES:
+                    raise ValueError(
+                        f"{path}: image mode {im.mode!r} (16-bit/float) is not supported; expected 8-bit"
+                    )
+                im.load()
+                rgb = im.convert("RGB")
+    except _READ_ERRORS + (Image.DecompressionBombWarning,) as e:
+        if isinstance(e, ValueError) and str(e).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
+    arr = np.asarray(rgb, dtype=np.uint8)
+    if arr.ndim != 3 or arr.shape[2] != 3:  # pragma: no cover - convert("RGB") guarantees this
+        raise ValueError(f"{path}: expected an RGB image, got array of shape {arr.shape}")
+    return arr
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) array -> (3, H, W) float32 tensor in [0, 1]."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        got = f"{type(image).__name__} {getattr(image, 'dtype', '')} {getattr(image, 'shape', '')}"
+        raise TypeError(f"expected a uint8 numpy array of shape (H, W, 3), got {got}")
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float tensor in [0, 1] -> uint8 (H, W, 3) array (clamped, rounded to nearest)."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
+        raise TypeError(
+            f"expected a (3, H, W) float tensor, got {type(image).__name__} "
+            f"{tuple(getattr(image, 'shape', ()))}"
+        )
+    if not image.is_floating_point():
+        raise TypeError(f"expected a float tensor in [0, 1], got dtype {image.dtype}")
+    arr = (image.detach().to("cpu", torch.float64).clamp(0, 1) * 255.0).round().to(torch.uint8)
+    return arr.permute(1, 2, 0).contiguous().numpy()
+
+
+def load_image(path: str | os.PathLike) -> torch.Tensor:
+    """Read an image file as a (3, H, W) float32 tensor in [0, 1]."""
+    return to_tensor(read_image(path))
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray | torch.Tensor) -> Path:
+    """Write a uint8 (H, W, 3) array or a (3, H, W) float tensor in [0, 1] as an RGB PNG, atomically."""
+    arr = to_uint8(image) if isinstance(image, torch.Tensor) else image
+    if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        got = f"{type(arr).__name__} {getattr(arr, 'dtype', '')} {getattr(arr, 'shape', '')}"
+        raise TypeError(f"write_png expects uint8 (H, W, 3) or float (3, H, W), got {got}")
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
+    return atomic_write_bytes(path, buf.getvalue())
