@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import csv
 import logging
 import math
@@ -230,6 +231,17 @@ class SiddValidation:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def subset(
+        self, *, images: Sequence[int] | None = None, blocks: Sequence[int] | None = None
+    ) -> SiddValidation:
+        """The same source restricted to ``images`` / ``blocks`` (shares the loaded arrays)."""
+        other = copy.copy(self)
+        if images is not None:
+            other.images = tuple(_check_subset(images, self.images, "image"))
+        if blocks is not None:
+            other.blocks = tuple(_check_subset(blocks, self.blocks, "block"))
+        return other
 
     @property
     def num_blocks(self) -> int:

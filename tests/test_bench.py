@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from naflow_aug import bench, metrics
+from naflow_aug.data import sidd_blocks as sb
+from naflow_aug.denoisers import DnCNN, latest_checkpoint, load_dncnn
+
+TINY = bench.BenchPreset(
+    preset="custom", depth=3, width=8, patch_size=16, batch_size=4, epochs=3, steps_per_epoch=4,
+    lr_milestones=(2,), val_images=2, val_blocks=2, eval_batch_size=16, grid_crop=12,
+)  # fmt: skip
+
+
+def _pairs_dataset(n=4, size=24, sigma=0.1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for i in range(n):
+        clean = torch.rand(3, size, size, generator=g) * 0.5 + 0.25
+        noisy = (clean + sigma * torch.randn(clean.shape, generator=g)).clamp(0, 1)
+        items.append({"clean": clean, "noisy": noisy, "cls": ["S6_00100", "GP_00800"][i % 2]})
+    return items
+
+
+def _val_pairs(n=2, size=20, seed=5):
+    items = _pairs_dataset(n, size, seed=seed)
+    return lambda: [(f"v{i}", it["cls"][:2], it["noisy"], it["clean"]) for i, it in enumerate(items)]
+
+
+def test_presets_and_toml(tmp_path):
+    assert bench.PAPER.patch_size == 96 and bench.PAPER.batch_size == 8 and bench.PAPER.epochs == 300
+    assert bench.PAPER.dncnn.depth == 20 and bench.PAPER.dncnn.width == 64 and bench.PAPER.lr == 1e-3
+    assert bench.CPU.dncnn.width < 64
+    assert bench.PAPER.lr_at(1) == 1e-3 and bench.PAPER.lr_at(251) == pytest.approx(1e-4)
+    (tmp_path / "p.toml").write_text('preset = "paper"\nepochs = 2\n')
+    p = bench.load_preset(tmp_path / "p.toml")
+    assert p.epochs == 2 and p.patch_size == 96
+    (tmp_path / "bad.toml").write_text("epoch = 2\n")
+    with pytest.raises(ValueError, match="unknown key"):
+        bench.load_preset(tmp_path / "bad.toml")
+    with pytest.raises(ValueError, match="preset must be"):
+        bench.load_preset("gpu")
+    assert bench.load_preset("cpu", steps_per_epoch=3).steps_per_epoch == 3
+
+
+def test_train_from_memory_pairs_and_exact_resume(tmp_path):
+    data = _pairs_dataset()
+    batches = bench.PatchBatches(data, patch_size=16, batch_size=4)
+    model = DnCNN(depth=3, width=8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    val = _val_pairs()
+    bench.train_denoiser(
+        model, batches, TINY, tmp_path / "a", progress=False,
+        validate=lambda m: {"psnr": bench.evaluate_pairs(m, val())["overall"]["psnr"]},
+    )  # fmt: skip
+    log = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert all(np.isfinite(r["loss"]) and np.isfinite(r["val_psnr"]) for r in log)
+    assert log[2]["lr"] == pytest.approx(1e-4)
+    assert sorted(p.name for p in (tmp_path / "a").glob("checkpoint_G3_*.pth")) == [
+        "checkpoint_G3_00000002.pth", "checkpoint_G3_00000003.pth"]  # fmt: skip
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # interrupted after 2 epochs, then resumed: bit-identical to the uninterrupted run
+    m2 = DnCNN(depth=3, width=8)
+    m2.load_state_dict(before)
+    two = bench.BenchPreset(**{**TINY.__dict__, "epochs": 2})
+    bench.train_denoiser(m2, batches, two, tmp_path / "b", progress=False)
+    m3 = DnCNN(depth=3, width=8)
+    bench.train_denoiser(m3, batches, TINY, tmp_path / "b", progress=False)
+    for k, v in model.state_dict().items():
+        assert torch.equal(m3.state_dict()[k], v), k
+    assert latest_checkpoint(tmp_path / "b")[1] == 3
+    # the checkpoint is a KAIR-layout file
+    assert load_dncnn(tmp_path / "b" / "checkpoint_G3_00000003.pth").config.depth == 3
+
+
+def test_train_from_hdf5(tmp_path):
+    rng = np.random.default_rng(0)
+    clean = rng.integers(60, 200, size=(3, 20, 20, 3), dtype=np.uint8)
+    noisy = np.clip(clean + rng.normal(0, 20, clean.shape), 0, 255).astype(np.uint8)
+    path = tmp_path / "synth.h5"
+    with h5py.File(path, "w") as f:
+        f["clean"], f["noisy"] = clean, noisy
+        f.attrs["complete"] = 1
+    batches = bench.hdf5_batches(path, TINY)
+    noisy_b, clean_b = batches(torch.Generator().manual_seed(0))
+    assert noisy_b.shape == clean_b.shape == (4, 3, 16, 16)
+    # the patches are crops of the stored rows (same window in both images)
+    assert any(
+        np.array_equal((clean_b[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8),
+                       clean[r, t:t + 16, s:s + 16])
+        for r in range(3) for t in range(5) for s in range(5)
+    )  # fmt: skip
+    model = DnCNN(depth=3, width=8)
+    bench.train_denoiser(model, batches, TINY, tmp_path / "run", progress=False)
+    assert latest_checkpoint(tmp_path / "run")[1] == 3
+
+
+def test_train_with_on_the_fly_noise(tmp_path):
+    clean_only = [{"clean": it["clean"], "cls": it["cls"]} for it in _pairs_dataset()]
+    seen = []
+
+    def source(clean, *, reference=None, labels=None, generator=None):
+        seen.append((reference, list(labels)))
+        return (clean + 0.05 * torch.randn(clean.shape, generator=generator)).clamp(0, 1), None
+
+    batches = bench.PatchBatches(clean_only, patch_size=16, batch_size=4, noise=source)
+    noisy, clean = batches(torch.Generator().manual_seed(0))
+    assert seen[0][0] is None and set(seen[0][1]) <= {"S6_00100", "GP_00800"}
+    assert 0.02 < (noisy - clean).std() < 0.08
+    with pytest.raises(ValueError, match="no noise source"):
+        bench.PatchBatches(clean_only, patch_size=16, batch_size=4)(torch.Generator())
+    # the library's noise sources through the same path
+    (src,) = bench.noise_sources(["gaussian:25"], clean_only, TINY)
+    model = DnCNN(depth=3, width=8)
+    bench.train_denoiser(model, src.batches, TINY, tmp_path / "g", progress=False)
+    assert latest_checkpoint(tmp_path / "g")[1] == 3
+
+
+def test_identity_denoiser_scores_the_noisy_input(tmp_path):
+    pairs = _val_pairs(3)()
+    res = bench.evaluate_pairs(nn.Identity(), pairs, quantize=False)
+    expected = [float(metrics.psnr(n[None].double(), c[None].double())) for _, _, n, c in pairs]
+    assert res["overall"]["psnr"] == pytest.approx(np.mean(expected), abs=1e-9)
+    assert res["overall"]["n"] == 3 and set(res["groups"]) == {"S6", "GP"}
+    # SIDD validation .mat (tiny blocks): uint8 inputs are already 8-bit, so quantising changes nothing
+    rng = np.random.default_rng(1)
+    cl = rng.integers(40, 200, size=(40, 32, 16, 16, 3), dtype=np.uint8)
+    no = np.clip(cl.astype(int) + rng.integers(-20, 21, cl.shape), 0, 255).astype(np.uint8)
+    sb.write_blocks_mat(tmp_path / "ValidationNoisyBlocksSrgb.mat", no, sb.VALIDATION_NOISY_KEY)
+    sb.write_blocks_mat(tmp_path / "ValidationGtBlocksSrgb.mat", cl, sb.VALIDATION_GT_KEY)
+    val = sb.SiddValidation(tmp_path, images=[0, 1, 2], blocks=[0, 5], block_size=None)
+    res = bench.evaluate_sidd_validation(nn.Identity(), val)
+    tn = torch.from_numpy(no[[0, 1, 2]][:, [0, 5]].reshape(6, 16, 16, 3)).permute(0, 3, 1, 2).double() / 255
+    tc = torch.from_numpy(cl[[0, 1, 2]][:, [0, 5]].reshape(6, 16, 16, 3)).permute(0, 3, 1, 2).double() / 255
+    assert res["overall"]["psnr"] == pytest.approx(float(metrics.psnr(tn, tc).mean()), abs=1e-9)
+    assert res["groups"]["S6"]["n"] == 2 and set(res["groups"]) == {"S6", "GP", "N6"}
+
+
+def test_run_benchmark_end_to_end(tmp_path):
+    rng = np.random.default_rng(2)
+    cl = rng.integers(40, 200, size=(40, 32, 16, 16, 3), dtype=np.uint8)
+    no = np.clip(cl.astype(int) + rng.integers(-20, 21, cl.shape), 0, 255).astype(np.uint8)
+    val_dir = tmp_path / "val"
+    sb.write_validation_png_folder(val_dir / "validation", no[:2, :2], cl[:2, :2])
+    sb.write_blocks_mat(tmp_path / "BenchmarkNoisyBlocksSrgb.mat", no, sb.BENCHMARK_NOISY_KEY)
+    data = _pairs_dataset()
+    sources = [bench.TrainSource("real", bench.PatchBatches(data, patch_size=16, batch_size=4))]
+    sources += bench.noise_sources(["gaussian:25"], data, TINY)
+    out = tmp_path / "run"
+    res = bench.run_benchmark(
+        sources, out, preset=TINY, sidd_val=val_dir, sidd_bench=tmp_path / "BenchmarkNoisyBlocksSrgb.mat",
+        evaluation=_val_pairs(), progress=False,
+    )  # fmt: skip
+    assert [r["source"] for r in res["rows"]] == ["real", "gaussian:25"]
+    for row in res["rows"]:
+        assert row["sidd_val"]["overall"]["n"] == 4 and set(row["sidd_val"]["cameras"]) == {"S6", "GP"}
+        assert np.isfinite(row["pairs"]["overall"]["psnr"])
+        sub = sb.read_submission(row["submission"])
+        assert sub.shape == (40, 32, 16, 16, 3)
+    md = (out / "results.md").read_text()
+    assert "| real |" in md and "| gaussian:25 |" in md
+    for name in ("results.json", "config.toml", "grid.png", "curves.png"):
+        assert (out / name).is_file(), name
+    # the submission holds what the trained denoiser outputs, rounded half up
+    model = load_dncnn(out / "sources" / "real" / "denoiser.pth")
+    den = bench.denoise(model, bench.to_batch(no[3]), quantize=True)
+    sub_real = sb.read_submission(out / "sources" / "real" / "SubmitSrgb.csv")
+    assert np.array_equal(sub_real[3], (den * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    # resume on a finished run does nothing
+    stamp = (out / "results.json").stat().st_mtime_ns
+    again = bench.run_benchmark(sources, out, preset=TINY, sidd_val=val_dir, resume=True, progress=False)
+    assert again["rows"] == json.loads((out / "results.json").read_text())["rows"]
+    assert (out / "results.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="finished"):
+        bench.run_benchmark(sources, out, preset=TINY, sidd_val=val_dir, progress=False)
