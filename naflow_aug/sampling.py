@@ -1,0 +1,636 @@
+"""Noise sources: the one place that turns clean images into noisy ones, for every front-end.
+
+A noise source is made from its spelling (shared by Python and the CLI's ``--noise``)::
+
+    random                         a random configuration of the model per image (the default)
+    config:S6_03200                one configuration of the model
+    weights:<file.json | w1,w2,... | NAME=w,NAME=w>   a mixture over the model's configurations
+    nas                            noise-aware sampling from a reference (clean, noisy) pair
+    profile:<path.json>            a saved noise profile (see naflow_aug.profiles)
+    gaussian:<sigma>               white Gaussian noise, sigma in 0-255 units
+    gaussian-per-config[:<baselines.json>]   fitted Gaussian of each configuration
+    poisson-gaussian[:<baselines.json>]      fitted signal-dependent a*x + b of each configuration
+    real                           the reference noisy image itself
+    albumentations-gauss           A.GaussNoise as a user would configure it
+    albumentations-iso             A.ISONoise as a user would configure it
+
+Every source has one call: ``noisy, params = source(clean, reference=None, labels=None, generator=None)``
+with clean (B, 3, H, W) float in [0, 1], and ``source.replay(clean, params, reference=None)`` reproduces
+``noisy`` exactly. Randomness contract: one int64 seed per item is drawn from ``generator`` (else torch's
+default generator) first; item b's randomness then comes only from ``torch.Generator("cpu")`` seeded with
+``seeds[b]`` (first a configuration pick where the source picks one, then the noise), so a batch equals its
+items run one at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from naflow_aug import tiling
+from naflow_aug.baselines import Baselines, sample_gaussian, sample_poisson_gaussian
+
+log = logging.getLogger(__name__)
+
+NOISE_SOURCE_FORMS = (
+    "random",
+    "config:<NAME> (e.g. config:S6_03200)",
+    "weights:<file.json | w1,w2,... | NAME=w,NAME=w,...>",
+    "nas",
+    "profile:<path.json>",
+    "gaussian:<sigma in 0-255 units>",
+    "gaussian-per-config[:<baselines.json>]",
+    "poisson-gaussian[:<baselines.json>]",
+    "real",
+    "albumentations-gauss",
+    "albumentations-iso",
+)
+MODEL_KINDS = ("random", "config", "weights", "nas", "profile")
+_NO_ARG = ("random", "nas", "real", "albumentations-gauss", "albumentations-iso")
+_NEEDS_ARG = ("config", "weights", "profile", "gaussian")
+_OPTIONAL_ARG = ("gaussian-per-config", "poisson-gaussian")
+_SEED_HIGH = 2**63 - 1
+
+
+def _valid_forms() -> str:
+    return "valid noise sources: " + ", ".join(NOISE_SOURCE_FORMS)
+
+
+def parse_noise_spec(spec: str) -> tuple[str, str | None]:
+    """Split a spelling into (kind, argument); ValueError naming the spelling and the valid forms."""
+    if not isinstance(spec, str):
+        raise TypeError(f"a noise source spelling must be a str, got {type(spec).__name__}: {spec!r}")
+    kind, sep, arg = spec.strip().partition(":")
+    kind = kind.strip()
+    if kind in _NO_ARG:
+        if sep:
+            raise ValueError(f"noise source {spec!r}: {kind!r} takes no argument; {_valid_forms()}")
+        return kind, None
+    if kind in _NEEDS_ARG:
+        if not arg.strip():
+            raise ValueError(f"noise source {spec!r}: {kind!r} needs an argument after ':'; {_valid_forms()}")
+        return kind, arg.strip()
+    if kind in _OPTIONAL_ARG:
+        return kind, (arg.strip() or None)
+    raise ValueError(f"unknown noise source {spec!r}; {_valid_forms()}")
+
+
+# ------------------------------------------------------------------------------------------- randomness
+
+
+def draw_seeds(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(n,) int64 non-negative seeds from ``generator`` (None: torch's default generator)."""
+    device = generator.device if generator is not None else "cpu"
+    return torch.randint(0, _SEED_HIGH, (n,), generator=generator, dtype=torch.int64, device=device).cpu()
+
+
+def item_generator(seed: int | torch.Tensor) -> torch.Generator:
+    """The CPU generator that all of one item's randomness comes from."""
+    return torch.Generator("cpu").manual_seed(int(seed))
+
+
+# --------------------------------------------------------------------------------------------- checking
+
+
+def check_images(x: Any, name: str = "clean") -> torch.Tensor:
+    """Validate (B, 3, H, W) float images in [0, 1] with B >= 1; raise TypeError/ValueError otherwise."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (B, 3, H, W) float in [0, 1], got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a float tensor in [0, 1] (convert uint8 with /255), got dtype {x.dtype}"
+        )
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (B, 3, H, W) (RGB), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); need at least one image")
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"{name} has an empty side: shape {tuple(x.shape)}")
+    if torch.isnan(x).any():
+        raise ValueError(f"{name} contains NaN")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"{name} values must lie in [0, 1], got min {lo:.4g} and max {hi:.4g}")
+    return x
+
+
+def _check_reference(reference: Any, clean: torch.Tensor, spec: str) -> torch.Tensor:
+    if reference is None:
+        raise ValueError(f"noise source {spec!r} needs a reference noisy image (reference=...), got None")
+    reference = check_images(reference, "reference")
+    if reference.shape != clean.shape:
+        raise ValueError(
+            f"reference shape {tuple(reference.shape)} does not match clean shape {tuple(clean.shape)}"
+        )
+    return reference
+
+
+# ----------------------------------------------------------------------------------------------- params
+
+
+@dataclass(frozen=True)
+class NoiseParams:
+    """What one call drew, enough to replay it.
+
+    ``seeds`` (B,) int64; ``weights`` (B, K) mixture over ``classes`` (the model's configurations) for
+    model sources; ``configs`` the configuration name of each item where the source picks one (``random``,
+    per-configuration baselines).
+    """
+
+    source: str
+    seeds: torch.Tensor
+    weights: torch.Tensor | None = None
+    classes: tuple[str, ...] | None = None
+    configs: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        return int(self.seeds.shape[0])
+
+    def select(self, index: int | slice | Sequence[int]) -> NoiseParams:
+        """The params of some items (a batch's items can be replayed one at a time)."""
+        idx = (
+            [index]
+            if isinstance(index, int)
+            else (list(range(len(self)))[index] if isinstance(index, slice) else list(index))
+        )
+        return NoiseParams(
+            source=self.source,
+            seeds=self.seeds[idx],
+            weights=None if self.weights is None else self.weights[idx],
+            classes=self.classes,
+            configs=None if self.configs is None else tuple(self.configs[i] for i in idx),
+        )
+
+    @staticmethod
+    def cat(parts: Sequence[NoiseParams]) -> NoiseParams:
+        if not parts:
+            raise ValueError("NoiseParams.cat needs at least one part")
+        first = parts[0]
+        if any(p.source != first.source or p.classes != first.classes for p in parts):
+            raise ValueError("NoiseParams.cat: parts come from different sources or class lists")
+        return NoiseParams(
+            source=first.source,
+            seeds=torch.cat([p.seeds for p in parts]),
+            weights=None if first.weights is None else torch.cat([p.weights for p in parts]),
+            classes=first.classes,
+            configs=None if first.configs is None else tuple(c for p in parts for c in p.configs),
+        )
+
+    def to_dict(self) -> dict:
+        """JSON-ready (seeds as ints, weights as nested lists)."""
+        return {
+            "source": self.source,
+            "seeds": [int(s) for s in self.seeds],
+            "weights": None if self.weights is None else self.weights.tolist(),
+            "classes": None if self.classes is None else list(self.classes),
+            "configs": None if self.configs is None else list(self.configs),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> NoiseParams:
+        return cls(
+            source=data["source"],
+            seeds=torch.tensor(data["seeds"], dtype=torch.int64),
+            weights=None
+            if data.get("weights") is None
+            else torch.tensor(data["weights"], dtype=torch.float32),
+            classes=None if data.get("classes") is None else tuple(data["classes"]),
+            configs=None if data.get("configs") is None else tuple(data["configs"]),
+        )
+
+
+# ------------------------------------------------------------------------------------------------ sources
+
+
+class NoiseSource:
+    """Base class: subclasses implement ``_draw`` (parameters) and ``_apply`` (deterministic noise)."""
+
+    needs_reference = False
+    #: names an item's configuration pick refers to (labels index into these), or None
+    classes: tuple[str, ...] | None = None
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r})"
+
+    def __call__(
+        self,
+        clean: torch.Tensor,
+        *,
+        reference: torch.Tensor | None = None,
+        labels: Sequence[str] | Sequence[int] | torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        seeds: torch.Tensor | Sequence[int] | None = None,
+    ) -> tuple[torch.Tensor, NoiseParams]:
+        """Noisy images for clean (B, 3, H, W) float in [0, 1], and the params that replay them.
+
+        ``reference``: the real noisy images (``nas``, ``real``). ``labels``: each item's configuration
+        (names, or ids into ``source.classes``) for the per-configuration baselines; without labels they
+        pick a random configuration per item. ``seeds`` (B,) replaces the draw from ``generator``.
+        """
+        clean = check_images(clean)
+        ref = _check_reference(reference, clean, self.spec) if self.needs_reference else None
+        n = clean.shape[0]
+        if seeds is None:
+            seeds = draw_seeds(n, generator)
+        else:
+            seeds = torch.as_tensor(seeds, dtype=torch.int64).reshape(-1).cpu()
+            if seeds.shape[0] != n:
+                raise ValueError(f"got {seeds.shape[0]} seeds for a batch of {n} images")
+        params = self._draw(clean, ref, self._label_names(labels, n), seeds)
+        return self._apply(clean, params, ref), params
+
+    def replay(
+        self, clean: torch.Tensor, params: NoiseParams, *, reference: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Reproduce the noisy images of a previous call from its params."""
+        clean = check_images(clean)
+        if not isinstance(params, NoiseParams):
+            raise TypeError(f"params must be NoiseParams, got {type(params).__name__}")
+        if len(params) != clean.shape[0]:
+            raise ValueError(f"params hold {len(params)} items, clean holds {clean.shape[0]}")
+        if params.source != self.spec:
+            raise ValueError(f"params come from noise source {params.source!r}, not {self.spec!r}")
+        ref = _check_reference(reference, clean, self.spec) if isinstance(self, RealSource) else None
+        return self._apply(clean, params, ref)
+
+    def _label_names(self, labels: Any, n: int) -> list[str] | None:
+        if labels is None:
+            return None
+        if isinstance(labels, str):
+            labels = [labels] * n
+        if isinstance(labels, torch.Tensor):
+            labels = labels.reshape(-1).tolist()
+        labels = list(labels)
+        if len(labels) != n:
+            raise ValueError(f"got {len(labels)} labels for a batch of {n} images")
+        names = []
+        for label in labels:
+            if isinstance(label, str):
+                names.append(label)
+            elif self.classes is not None and isinstance(label, int) and 0 <= label < len(self.classes):
+                names.append(self.classes[label])
+            else:
+                raise ValueError(
+                    f"label {label!r} is neither a configuration name nor an id into "
+                    f"{list(self.classes or [])}"
+                )
+        return names
+
+    def _draw(
+        self,
+        clean: torch.Tensor,
+        reference: torch.Tensor | None,
+        labels: list[str] | None,
+        seeds: torch.Tensor,
+    ) -> NoiseParams:
+        return NoiseParams(source=self.spec, seeds=seeds)
+
+    def _apply(
+        self, clean: torch.Tensor, params: NoiseParams, reference: torch.Tensor | None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _pick_configs(seeds: torch.Tensor, classes: Sequence[str]) -> list[str]:
+    """Each item's uniformly random configuration: the first draw of its generator."""
+    return [classes[int(torch.randint(len(classes), (1,), generator=item_generator(s)))] for s in seeds]
+
+
+def _generators_after_pick(seeds: torch.Tensor, num_classes: int) -> list[torch.Generator]:
+    """Item generators advanced past the configuration pick of :func:`_pick_configs`."""
+    gens = []
+    for s in seeds:
+        g = item_generator(s)
+        torch.randint(num_classes, (1,), generator=g)
+        gens.append(g)
+    return gens
+
+
+class ModelSource(NoiseSource):
+    """Noise from a frozen NAFlow: ``random``, ``config:``, ``weights:``, ``nas`` and ``profile:``."""
+
+    def __init__(
+        self,
+        spec: str,
+        model: Any,
+        *,
+        kind: str,
+        weights: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        tile_size: int | None = tiling.DEFAULT_TILE_SIZE,
+        overlap: int = tiling.DEFAULT_OVERLAP,
+    ) -> None:
+        super().__init__(spec)
+        if kind not in MODEL_KINDS:
+            raise ValueError(f"model source kind must be one of {MODEL_KINDS}, got {kind!r}")
+        self.model = model
+        self.kind = kind
+        self.classes = tuple(model.classes)
+        self.needs_reference = kind == "nas"
+        if kind in ("config", "weights", "profile"):
+            if weights is None or weights.shape != (len(self.classes),):
+                raise ValueError(f"{spec!r} needs weights of shape ({len(self.classes)},)")
+        self.fixed_weights = None if weights is None else weights.detach().to(torch.float32).cpu()
+        self.temperature = temperature
+        self.top_k = top_k
+        self.tile_size = tile_size
+        self.overlap = overlap
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _draw(self, clean, reference, labels, seeds) -> NoiseParams:
+        k = len(self.classes)
+        configs = None
+        if self.kind == "random":
+            # labels name each item's configuration; the pick is drawn anyway so the noise stream is the same
+            picked = _pick_configs(seeds, self.classes)
+            configs = tuple(picked if labels is None else labels)
+            unknown = sorted(set(configs) - set(self.classes))
+            if unknown:
+                raise ValueError(
+                    f"labels {unknown} are not configurations of the model: {list(self.classes)}"
+                )
+            weights = torch.zeros(len(seeds), k)
+            weights[torch.arange(len(seeds)), [self.classes.index(c) for c in configs]] = 1.0
+        elif self.kind == "nas":
+            weights = self.nas_weights(clean, reference)
+        else:
+            weights = self.fixed_weights.expand(len(seeds), k).clone()
+        return NoiseParams(
+            source=self.spec, seeds=seeds, weights=weights, classes=self.classes, configs=configs
+        )
+
+    @torch.inference_mode()
+    def nas_weights(self, clean: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(B, K) NAS posterior of each (clean, reference) pair, computed once per image (tiled if large)."""
+        device, dtype = self._device(), next(self.model.parameters()).dtype
+        m = self.model.size_multiple
+        clean_p, _ = tiling.pad_to_multiple(clean.to(device, dtype), m)
+        ref_p, _ = tiling.pad_to_multiple(reference.to(device, dtype), m)
+        z = tiling.encode_tiled(self.model, ref_p, clean_p, tile_size=self.tile_size, overlap=self.overlap)
+        return self.model.posterior(z, temperature=self.temperature, top_k=self.top_k).float().cpu()
+
+    @torch.inference_mode()
+    def _apply(self, clean, params, reference) -> torch.Tensor:
+        if params.classes != self.classes:
+            raise ValueError(
+                f"params were drawn for classes {list(params.classes or [])}, "
+                f"this model has {list(self.classes)}"
+            )
+        device, dtype = self._device(), next(self.model.parameters()).dtype
+        m = self.model.size_multiple
+        clean_p, size = tiling.pad_to_multiple(clean.to(device, dtype), m)
+        mean, std = self.model.mix(params.weights.to(device, dtype))
+        h, w = clean_p.shape[-2] // m, clean_p.shape[-1] // m
+        if self.kind == "random":
+            gens = _generators_after_pick(params.seeds, len(self.classes))
+        else:
+            gens = [item_generator(s) for s in params.seeds]
+        eps = torch.stack([torch.randn((mean.shape[1], h, w), generator=g) for g in gens]).to(device, dtype)
+        if std.dim() == 3:  # full covariance: std is a matrix square root per item
+            z = mean[:, :, None, None] + torch.einsum("bij,bjhw->bihw", std, eps)
+        else:
+            z = mean[:, :, None, None] + std[:, :, None, None] * eps
+        noisy = tiling.decode_tiled(self.model, z, clean_p, tile_size=self.tile_size, overlap=self.overlap)
+        noisy = tiling.crop_to(noisy, size).clamp_(0.0, 1.0)
+        return noisy.to(clean.device, clean.dtype)
+
+
+class GaussianSource(NoiseSource):
+    """``gaussian:<sigma>``: white Gaussian noise, sigma in 0-255 units."""
+
+    def __init__(self, spec: str, sigma: float) -> None:
+        super().__init__(spec)
+        if not (math.isfinite(sigma) and sigma >= 0):
+            raise ValueError(f"noise source {spec!r}: sigma must be a finite number >= 0 (0-255 units)")
+        self.sigma = float(sigma)
+
+    def _apply(self, clean, params, reference) -> torch.Tensor:
+        gens = [item_generator(s) for s in params.seeds]
+        return sample_gaussian(clean, torch.full((clean.shape[0],), self.sigma / 255.0), gens)
+
+
+class BaselineSource(NoiseSource):
+    """``gaussian-per-config`` and ``poisson-gaussian``: fitted noise of each item's configuration."""
+
+    def __init__(self, spec: str, baselines: Baselines, *, kind: str) -> None:
+        super().__init__(spec)
+        if kind not in ("gaussian-per-config", "poisson-gaussian"):
+            raise ValueError(f"unknown baseline kind {kind!r}")
+        self.baselines = baselines
+        self.kind = kind
+        self.classes = tuple(baselines.classes)
+
+    def _draw(self, clean, reference, labels, seeds) -> NoiseParams:
+        configs = _pick_configs(seeds, self.classes) if labels is None else labels
+        for name in configs:
+            self.baselines[name]  # noqa: B018 -- raises a clear error for an unfitted configuration
+        return NoiseParams(source=self.spec, seeds=seeds, configs=tuple(configs))
+
+    def _apply(self, clean, params, reference) -> torch.Tensor:
+        if params.configs is None:
+            raise ValueError(f"params for {self.spec!r} must record each item's configuration")
+        gens = _generators_after_pick(params.seeds, len(self.classes))
+        if self.kind == "gaussian-per-config":
+            return sample_gaussian(clean, self.baselines.gaussian_std(params.configs), gens)
+        a, b = self.baselines.poisson_gaussian(params.configs)
+        return sample_poisson_gaussian(clean, a, b, gens)
+
+
+class RealSource(NoiseSource):
+    """``real``: the reference noisy image itself."""
+
+    needs_reference = True
+
+    def _apply(self, clean, params, reference) -> torch.Tensor:
+        return reference.to(clean.device, clean.dtype).clone()
+
+
+class AlbumentationsSource(NoiseSource):
+    """``albumentations-gauss`` / ``albumentations-iso``: the library's noise, configured as a user would
+    (probability 1, the documented ranges), seeded per item."""
+
+    def __init__(self, spec: str, kind: str) -> None:
+        super().__init__(spec)
+        if kind not in ("albumentations-gauss", "albumentations-iso"):
+            raise ValueError(f"unknown albumentations noise {kind!r}")
+        self.kind = kind
+
+    def _make(self):
+        import albumentations as A
+
+        if self.kind == "albumentations-gauss":
+            # std as a fraction of the maximum value: about 5 to 25 in 0-255 units
+            return A.GaussNoise(std_range=(0.02, 0.1), mean_range=(0.0, 0.0), per_channel=True, p=1.0)
+        return A.ISONoise(color_shift=(0.01, 0.05), intensity=(0.1, 0.5), p=1.0)
+
+    def _apply(self, clean, params, reference) -> torch.Tensor:
+        # users feed albumentations uint8 HWC images (ISONoise's strength assumes the 0-255 scale)
+        out = []
+        hwc = (clean.detach().to("cpu", torch.float32) * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+        hwc = hwc.permute(0, 2, 3, 1).numpy()
+        for b, seed in enumerate(params.seeds):
+            t = self._make()
+            t.set_random_seed(int(seed))
+            out.append(torch.from_numpy(t(image=hwc[b].copy())["image"]).permute(2, 0, 1))
+        return (torch.stack(out).to(clean.device, clean.dtype) / 255.0).clamp_(0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+
+def resolve_model(model: Any, device: str | torch.device | None = None) -> Any:
+    """A NAFlow from a model object, a bundled name or a checkpoint path; None means the default bundled
+    model ('sidd-mini'). Names and paths go through ``naflow_aug.load``."""
+    if model is not None and not isinstance(model, str | os.PathLike):
+        for attr in ("classes", "size_multiple", "decode", "mix"):
+            if not hasattr(model, attr):
+                raise TypeError(f"model must be a NAFlow, a bundled name or a checkpoint path, got {model!r}")
+        return model
+    import naflow_aug
+
+    if model is None:
+        names = naflow_aug.available_models() if hasattr(naflow_aug, "available_models") else []
+        if "sidd-mini" not in names:
+            raise ValueError(
+                "no model given and the bundled 'sidd-mini' is not available; pass a NAFlow, a bundled name "
+                f"({names}) or a checkpoint path"
+            )
+        model = "sidd-mini"
+    return naflow_aug.load(str(model) if isinstance(model, os.PathLike) else model, device=device)
+
+
+def parse_weights(arg: str, classes: Sequence[str]) -> torch.Tensor:
+    """(K,) normalised weights from ``w1,w2,...``, ``NAME=w,...``, or a JSON file (list, {name: w}, or a
+    file with a "weights" entry such as a profile)."""
+    classes = list(classes)
+    data: Any
+    if arg.endswith(".json") or Path(arg).is_file():
+        path = Path(arg)
+        if not path.is_file():
+            raise ValueError(f"weights file {arg!r} does not exist")
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if isinstance(data, dict) and "weights" in data:
+            if (
+                "classes" in data
+                and list(data["classes"]) != classes
+                and not isinstance(data["weights"], dict)
+            ):
+                raise ValueError(
+                    f"weights file {arg!r} is for classes {list(data['classes'])}, the model has {classes}"
+                )
+            data = data["weights"]
+    else:
+        parts = [p.strip() for p in arg.split(",") if p.strip()]
+        if parts and all("=" in p for p in parts):
+            data = {}
+            for p in parts:
+                name, _, value = p.partition("=")
+                data[name.strip()] = _float(value, arg)
+        else:
+            data = [_float(p, arg) for p in parts]
+    if isinstance(data, dict):
+        unknown = [n for n in data if n not in classes]
+        if unknown:
+            raise ValueError(
+                f"weights name configurations {unknown} that the model lacks; model classes: {classes}"
+            )
+        w = torch.tensor([float(data.get(n, 0.0)) for n in classes], dtype=torch.float64)
+    elif isinstance(data, list):
+        if len(data) != len(classes):
+            raise ValueError(
+                f"weights {arg!r} give {len(data)} values; the model has {len(classes)} classes {classes}"
+            )
+        w = torch.tensor([float(v) for v in data], dtype=torch.float64)
+    else:
+        raise ValueError(
+            f"weights {arg!r}: expected a list or a {{name: weight}} mapping, got {type(data).__name__}"
+        )
+    if not torch.isfinite(w).all() or (w < 0).any() or float(w.sum()) <= 0:
+        raise ValueError(f"weights {arg!r} must be finite, >= 0 and not all zero, got {w.tolist()}")
+    return (w / w.sum()).to(torch.float32)
+
+
+def _float(text: str, arg: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"weights {arg!r}: {text.strip()!r} is not a number") from None
+
+
+def _load_baselines(arg: str | None, baselines: Baselines | str | os.PathLike | None, spec: str) -> Baselines:
+    if arg is not None:
+        return Baselines.load(arg)
+    if isinstance(baselines, Baselines):
+        return baselines
+    if baselines is not None:
+        return Baselines.load(baselines)
+    raise ValueError(
+        f"noise source {spec!r} needs fitted baselines: write {spec}:<baselines.json> or pass baselines=... "
+        "(fit them with `naflow-aug fit-baselines`)"
+    )
+
+
+def make_noise_source(
+    spec: str | NoiseSource = "random",
+    model: Any = None,
+    *,
+    baselines: Baselines | str | os.PathLike | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    tile_size: int | None = tiling.DEFAULT_TILE_SIZE,
+    overlap: int = tiling.DEFAULT_OVERLAP,
+    device: str | torch.device | None = None,
+) -> NoiseSource:
+    """Build the noise source a spelling names (see the module doc). ``model``: a NAFlow, a bundled name
+    or a checkpoint path, needed by the model sources only (None: the bundled default)."""
+    if isinstance(spec, NoiseSource):
+        return spec
+    kind, arg = parse_noise_spec(spec)
+    spec = spec.strip()
+    if kind in MODEL_KINDS:
+        net = resolve_model(model, device)
+        common = dict(temperature=temperature, top_k=top_k, tile_size=tile_size, overlap=overlap)
+        classes = list(net.classes)
+        weights = None
+        if kind == "config":
+            if arg not in classes:
+                raise ValueError(
+                    f"noise source {spec!r}: configuration {arg!r} is not one of the model's {classes}"
+                )
+            weights = torch.zeros(len(classes))
+            weights[classes.index(arg)] = 1.0
+        elif kind == "weights":
+            weights = parse_weights(arg, classes)
+        elif kind == "profile":
+            from naflow_aug.profiles import NoiseProfile
+
+            weights = NoiseProfile.load(arg).weights_for(net)
+        return ModelSource(spec, net, kind=kind, weights=weights, **common)
+    if kind == "gaussian":
+        try:
+            sigma = float(arg)
+        except ValueError:
+            raise ValueError(
+                f"noise source {spec!r}: sigma {arg!r} is not a number; {_valid_forms()}"
+            ) from None
+        return GaussianSource(spec, sigma)
+    if kind in _OPTIONAL_ARG:
+        return BaselineSource(spec, _load_baselines(arg, baselines, spec), kind=kind)
+    if kind == "real":
+        return RealSource(spec)
+    return AlbumentationsSource(spec, kind)
