@@ -11,8 +11,12 @@ from naflow_aug.data.sidd import (
     random_paired_crop,
     scan_sidd_medium,
 )
+from naflow_aug.data.simcam import DEFAULT_CAMERAS, noise_statistics, write_simulated_sidd
 
 __all__ = [
+    "DEFAULT_CAMERAS",
+    "noise_statistics",
+    "write_simulated_sidd",
     "ClassBalancedSampler",
     "PairedCropDataset",
     "SiddMediumDataset",
