@@ -131,7 +131,8 @@ PRESETS = {"cpu": CPU, "paper": PAPER}
 
 
 def load_preset(spec: str | os.PathLike | BenchPreset, **overrides: Any) -> BenchPreset:
-    """``'cpu'``, ``'paper'`` or a TOML file (its ``preset`` key picks the base; other keys override it)."""
+    """``'cpu'``, ``'paper'`` or a TOML file (its ``preset`` key picks the base, ``custom`` meaning the cpu
+    one; other keys override it). ``overrides`` (None values ignored) change fields last."""
     if isinstance(spec, BenchPreset):
         base = spec
     elif str(spec) in PRESETS:
@@ -139,9 +140,9 @@ def load_preset(spec: str | os.PathLike | BenchPreset, **overrides: Any) -> Benc
     elif str(spec).endswith(".toml"):
         data = read_toml(spec)
         name = data.get("preset", "cpu")
-        if name not in PRESETS:
-            raise ValueError(f"{spec}: preset must be one of {sorted(PRESETS)}, got {name!r}")
-        merged = {**config_to_dict(PRESETS[name]), **data}
+        if name not in (*PRESETS, "custom"):
+            raise ValueError(f"{spec}: preset must be one of {[*PRESETS, 'custom']}, got {name!r}")
+        merged = {**config_to_dict(PRESETS.get(name, CPU)), **data}
         base = config_from_dict(BenchPreset, merged, where=str(spec))
     else:
         raise ValueError(f"preset must be 'cpu', 'paper' or a .toml file, got {spec!r}")
@@ -154,10 +155,15 @@ def load_preset(spec: str | os.PathLike | BenchPreset, **overrides: Any) -> Benc
 # ------------------------------------------------------------------------------------------------ batches
 
 
+def _writable(x: np.ndarray) -> np.ndarray:
+    # torch.from_numpy warns on read-only arrays (e.g. PIL buffers, HDF5 reads): copy those
+    return np.ascontiguousarray(x) if x.flags.writeable else np.array(x, copy=True)
+
+
 def to_image(x: Any) -> torch.Tensor:
     """One image as (3, H, W) float32 in [0, 1] from a (3, H, W) tensor/array or an (H, W, 3) uint8 array."""
     if not isinstance(x, torch.Tensor):
-        x = torch.from_numpy(np.ascontiguousarray(x))
+        x = torch.from_numpy(_writable(np.asarray(x)))
     if x.ndim != 3:
         raise ValueError(f"expected one image (3, H, W) or (H, W, 3), got shape {tuple(x.shape)}")
     if x.shape[0] != 3 and x.shape[-1] == 3:
@@ -174,7 +180,7 @@ def to_image(x: Any) -> torch.Tensor:
 def to_batch(x: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(B, 3, H, W) float from a batch tensor, a single image, or (B, H, W, 3) uint8 arrays."""
     if isinstance(x, np.ndarray) and x.ndim == 4 and x.shape[-1] == 3 and x.dtype == np.uint8:
-        x = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
+        x = torch.from_numpy(_writable(x)).permute(0, 3, 1, 2)
     if isinstance(x, torch.Tensor) and x.ndim == 4:
         if x.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W), got {tuple(x.shape)}")
@@ -182,7 +188,7 @@ def to_batch(x: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     if (isinstance(x, torch.Tensor) and x.dtype == torch.uint8) or (
         isinstance(x, np.ndarray) and x.dtype == np.uint8
     ):
-        x = torch.as_tensor(np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x)
+        x = torch.as_tensor(_writable(x) if isinstance(x, np.ndarray) else x)
         if x.ndim == 3 and x.shape[0] != 3 and x.shape[-1] == 3:
             x = x.permute(2, 0, 1)
         return to_batch(x.unsqueeze(0), dtype)
@@ -674,11 +680,14 @@ def noise_sources(
 
 @dataclass
 class TrainSource:
-    """One row of the comparison: a name and the batches to train on (a :class:`PatchBatches`)."""
+    """One row of the comparison: a name and the batches to train on (a :class:`PatchBatches`), or a
+    ready ``model`` to score without training."""
 
     name: str
-    batches: Callable[[torch.Generator], Batch]
+    batches: Callable[[torch.Generator], Batch] | None
     describe: str = ""
+    #: a trained denoiser to score as it is (e.g. a published checkpoint): no training
+    model: nn.Module | None = None
 
 
 def slug(name: str) -> str:
@@ -777,18 +786,23 @@ def run_benchmark(
             sub.write_config(
                 {"source": source.name, "describe": source.describe, "preset": config_to_dict(preset)}
             )
-        model = _seeded_model(model_factory, preset.seed).to(device)
         t0 = time.perf_counter()
-        train_denoiser(
-            model,
-            source.batches,
-            preset,
-            sub,
-            validate=validate,
-            device=device,
-            progress=progress,
-            desc=source.name,
-        )
+        if source.model is not None:
+            model = source.model.to(device).eval()
+        elif source.batches is None:
+            raise ValueError(f"source {source.name!r} has neither batches nor a model")
+        else:
+            model = _seeded_model(model_factory, preset.seed).to(device)
+            train_denoiser(
+                model,
+                source.batches,
+                preset,
+                sub,
+                validate=validate,
+                device=device,
+                progress=progress,
+                desc=source.name,
+            )
         train_seconds = time.perf_counter() - t0
         if rank != 0:
             continue
@@ -796,7 +810,7 @@ def run_benchmark(
             "source": source.name,
             "describe": source.describe,
             "train_seconds": round(train_seconds, 1),
-            "steps": preset.epochs * preset.steps_per_epoch,
+            "steps": 0 if source.model is not None else preset.epochs * preset.steps_per_epoch,
         }
         example = None
         t0 = time.perf_counter()
@@ -835,7 +849,8 @@ def run_benchmark(
             row["submission"] = str(csv_path)
         if example is not None:
             _save_strip(example, sub.path / "example.png")
-        save_dncnn(model, sub.path / "denoiser.pth")  # bare state dict of the final weights
+        if source.model is None:
+            save_dncnn(model, sub.path / "denoiser.pth")  # bare state dict of the final weights
         sub.write_results(row)
         rows.append(row)
     if rank != 0:
@@ -858,6 +873,168 @@ def _seeded_model(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return factory()
+
+
+# ----------------------------------------------------------------------------------- from files (the CLI)
+
+
+class CleanFolder:
+    """Clean images of a folder (recursive; png/jpg/bmp/tif) as items ``{'clean': (H, W, 3) uint8}``."""
+
+    def __init__(self, root: str | os.PathLike, *, cache: bool = True):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ValueError(f"clean image folder {self.root} does not exist")
+        self.paths = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in _IMAGE_EXTS)
+        if not self.paths:
+            raise ValueError(f"{self.root} holds no images ({sorted(_IMAGE_EXTS)})")
+        self._cache: dict[int, np.ndarray] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self._cache is not None and index in self._cache:
+            return {"clean": self._cache[index]}
+        image = read_image(self.paths[index])
+        if self._cache is not None:
+            self._cache[index] = image
+        return {"clean": image}
+
+
+def _is_sidd_layout(root: Path) -> bool:
+    from naflow_aug.data.sidd import FOLDER_RE
+
+    data = root / "Data" if (root / "Data").is_dir() else root
+    return any(FOLDER_RE.match(p.name) for p in data.iterdir() if p.is_dir())
+
+
+def sidd_split_data(
+    root: str | os.PathLike, split: str | os.PathLike | None = None, *, progress: bool = False
+) -> tuple[Any, Callable[[], Iterator[Pair]] | None]:
+    """A SIDD-Medium-layout folder -> (training dataset of whole pairs with ``cls``, held-out pairs).
+
+    With ``split`` (``'sidd-mini'`` or a split TOML) training uses the split's training instances and
+    the held-out pairs are the real (noisy, clean) images of its validation instances, grouped by phone.
+    """
+    from naflow_aug.data.sidd import SiddMediumDataset, load_split, scan_sidd_medium
+
+    pairs = list(scan_sidd_medium(root, progress=progress))
+    if split is None:
+        return SiddMediumDataset(pairs=pairs, augment=False, preload=True, progress=progress), None
+    train_ids, val_ids = load_split(split)
+    train = SiddMediumDataset(
+        pairs=pairs, instances=train_ids, augment=False, preload=True, progress=progress
+    )
+    held = [p for p in pairs if p.instance in set(val_ids)]
+    if not held:
+        raise ValueError(f"none of the split's validation instances {val_ids} is in {root}")
+
+    def held_out() -> Iterator[Pair]:
+        return load_pairs((f"{p.folder}/{p.shot}", p.phone, p.noisy_path, p.clean_path) for p in held)
+
+    return train, held_out
+
+
+def bench_from_paths(
+    out: str | os.PathLike,
+    *,
+    train: Sequence[str | os.PathLike] = (),
+    clean: str | os.PathLike | None = None,
+    noise: Sequence[str] = (),
+    split: str | os.PathLike | None = None,
+    denoisers: Sequence[str | os.PathLike] = (),
+    sidd_val: str | os.PathLike | None = None,
+    pairs: str | os.PathLike | None = None,
+    sidd_bench: str | os.PathLike | None = None,
+    preset: str | os.PathLike | BenchPreset = "cpu",
+    model: Any = None,
+    baselines: str | os.PathLike | None = None,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """What ``naflow-aug bench`` does: build the training sources and scoring sets from paths, then
+    :func:`run_benchmark`. ``train``: HDF5 files (one row); ``clean`` + ``noise``: one row per noise
+    source (a SIDD-Medium-layout folder also gives real noisy references: ``real``, ``nas``, fitted
+    baselines; a plain folder gives clean images only); ``denoisers``: checkpoints scored as they are.
+    ``overrides`` change preset fields (``epochs=``, ``steps_per_epoch=``, ``seed=``).
+    """
+    run = RunDir(out)
+    if resume and run.finished:
+        return run_benchmark([], out, resume=True)
+    preset = load_preset(preset, **overrides)
+    device = init_distributed(device)
+    sources: list[TrainSource] = []
+    evaluation = None
+    if train:
+        paths = [str(p) for p in train]
+        sources.append(
+            TrainSource(
+                "hdf5:" + ",".join(Path(p).name for p in paths),
+                hdf5_batches(paths, preset, device=device),
+                describe=" ".join(paths),
+            )
+        )
+    if clean is not None:
+        if not noise:
+            raise ValueError("--clean needs at least one --noise source (e.g. --noise nas --noise real)")
+        root = Path(clean)
+        if not root.is_dir():
+            raise ValueError(f"clean folder {root} does not exist")
+        if _is_sidd_layout(root):
+            dataset, evaluation = sidd_split_data(root, split, progress=progress)
+        elif split is not None:
+            raise ValueError(f"--split needs a SIDD-Medium-layout folder; {root} is a plain image folder")
+        else:
+            dataset = CleanFolder(root)
+        from naflow_aug.baselines import Baselines
+
+        fitted = Baselines.load(baselines) if baselines is not None else None
+        if fitted is None and any(
+            n.split(":")[0] in ("gaussian-per-config", "poisson-gaussian") for n in noise
+        ):
+            fitted = fit_dataset_baselines(dataset, progress=progress)
+            fitted.save(run.path / "baselines.json")
+        sources += noise_sources(list(noise), dataset, preset, model=model, baselines=fitted, device=device)
+    elif noise:
+        raise ValueError("--noise needs --clean DIR (the clean images the noise is added to)")
+    for ckpt in denoisers:
+        from naflow_aug.denoisers.dncnn import load_dncnn
+
+        sources.append(
+            TrainSource(
+                f"checkpoint:{Path(ckpt).name}", None, describe=str(ckpt), model=load_dncnn(ckpt, device)
+            )
+        )
+    if not sources:
+        raise ValueError("nothing to benchmark: give --train FILE.h5, --clean DIR --noise SRC, or --denoiser")
+    if pairs is not None:
+        listed = paired_folder_pairs(pairs)
+        if evaluation is not None:
+            held = evaluation
+
+            def evaluation() -> Iterator[Pair]:
+                yield from held()
+                yield from load_pairs(listed)
+        else:
+
+            def evaluation() -> Iterator[Pair]:
+                return load_pairs(listed)
+
+    return run_benchmark(
+        sources,
+        out,
+        preset=preset,
+        evaluation=evaluation,
+        sidd_val=sidd_val,
+        sidd_bench=sidd_bench,
+        resume=resume,
+        device=device,
+        progress=progress,
+        extra_config={"split": str(split or ""), "model": str(model or ""), "clean": str(clean or "")},
+    )
 
 
 # ---------------------------------------------------------------------------------------------- reports

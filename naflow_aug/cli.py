@@ -11,6 +11,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_simulate(sub)
+    _add_bench(sub)
     return parser
 
 

@@ -180,3 +180,44 @@ def test_run_benchmark_end_to_end(tmp_path):
     assert (out / "results.json").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="finished"):
         bench.run_benchmark(sources, out, preset=TINY, sidd_val=val_dir, progress=False)
+
+
+def _write_sidd_folder(root, seed=0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    names = ["0001_001_S6_00100_00060_3200_L", "0002_001_GP_00800_00350_3200_N",
+             "0003_001_S6_00100_00100_4400_N", "0004_002_GP_00800_00500_5500_L"]  # fmt: skip
+    for name in names:
+        d = root / "Data" / name
+        d.mkdir(parents=True)
+        clean = rng.integers(50, 200, size=(24, 32, 3), dtype=np.uint8)
+        noisy = np.clip(clean + rng.normal(0, 12, clean.shape), 0, 255).astype(np.uint8)
+        inst = name[:4]
+        Image.fromarray(clean).save(d / f"{inst}_GT_SRGB_010.PNG")
+        Image.fromarray(noisy).save(d / f"{inst}_NOISY_SRGB_010.PNG")
+    return names
+
+
+def test_cli_bench_on_a_sidd_folder_with_split(tmp_path, capsys):
+    from naflow_aug.cli import main
+
+    _write_sidd_folder(tmp_path / "sidd")
+    (tmp_path / "split.toml").write_text('name = "t"\ntrain = ["0001", "0002"]\nval = ["0003", "0004"]\n')
+    fields = {k: v for k, v in TINY.__dict__.items() if k != "lr_milestones"}
+    lines = [f"{k} = {json.dumps(v)}" for k, v in fields.items()]
+    (tmp_path / "tiny.toml").write_text("\n".join(lines).replace("True", "true") + "\n")
+    argv = ["bench", "--clean", str(tmp_path / "sidd"), "--noise", "real", "--noise", "poisson-gaussian",
+            "--split", str(tmp_path / "split.toml"), "--preset", str(tmp_path / "tiny.toml"), "--steps", "2",
+            "--out", str(tmp_path / "run"), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| real |" in printed and "| poisson-gaussian |" in printed
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    for row in res["rows"]:
+        assert row["pairs"]["overall"]["n"] == 2 and set(row["pairs"]["groups"]) == {"S6", "GP"}
+        assert row["steps"] == 3 * 2
+    assert (tmp_path / "run" / "baselines.json").is_file()
+    assert main([*argv, "--resume"]) == 0
+    assert main(["bench", "--noise", "real", "--out", str(tmp_path / "x")]) == 2
+    assert "--clean" in capsys.readouterr().err
