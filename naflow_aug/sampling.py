@@ -18,8 +18,8 @@ Every source has one call: ``noisy, params = source(clean, reference=None, label
 with clean (B, 3, H, W) float in [0, 1], and ``source.replay(clean, params, reference=None)`` reproduces
 ``noisy`` exactly. Randomness contract: one int64 seed per item is drawn from ``generator`` (else torch's
 default generator) first; item b's randomness then comes only from ``torch.Generator("cpu")`` seeded with
-``seeds[b]`` (first a configuration pick where the source picks one, then the noise), so a batch equals its
-items run one at a time.
+``seeds[b]`` (first a uniform configuration pick, drawn whether or not the source uses it, then the noise),
+so a batch equals its items run one at a time, as in ``NAFlow.sample``.
 """
 
 from __future__ import annotations
@@ -395,10 +395,9 @@ class ModelSource(NoiseSource):
         clean_p, size = tiling.pad_to_multiple(clean.to(device, dtype), m)
         mean, std = self.model.mix(params.weights.to(device, dtype))
         h, w = clean_p.shape[-2] // m, clean_p.shape[-1] // m
-        if self.kind == "random":
-            gens = _generators_after_pick(params.seeds, len(self.classes))
-        else:
-            gens = [item_generator(s) for s in params.seeds]
+        # every item draws its configuration pick first, used or not (as NAFlow.sample does), so the same
+        # seed gives the same latent noise whatever the source
+        gens = _generators_after_pick(params.seeds, len(self.classes))
         eps = torch.stack([torch.randn((mean.shape[1], h, w), generator=g) for g in gens]).to(device, dtype)
         if std.dim() == 3:  # full covariance: std is a matrix square root per item
             z = mean[:, :, None, None] + torch.einsum("bij,bjhw->bihw", std, eps)
