@@ -1,5 +1,13 @@
 """Data in: SIDD readers, paired and clean-only folders, the simulated camera, image I/O."""
 
+from naflow_aug.data.folders import (
+    CleanFolderDataset,
+    PairedFolderDataset,
+    PairRecord,
+    iter_images,
+    read_manifest,
+    scan_paired_folders,
+)
 from naflow_aug.data.images import image_size, load_image, read_image, to_tensor, to_uint8, write_png
 from naflow_aug.data.sidd import (
     ClassBalancedSampler,
@@ -14,6 +22,12 @@ from naflow_aug.data.sidd import (
 from naflow_aug.data.simcam import DEFAULT_CAMERAS, noise_statistics, write_simulated_sidd
 
 __all__ = [
+    "CleanFolderDataset",
+    "PairRecord",
+    "PairedFolderDataset",
+    "iter_images",
+    "read_manifest",
+    "scan_paired_folders",
     "DEFAULT_CAMERAS",
     "noise_statistics",
     "write_simulated_sidd",
