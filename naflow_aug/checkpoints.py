@@ -1,0 +1,309 @@
+"""Checkpoints: the project's own format, import of official NAFlow (Lightning) checkpoints, bundled models.
+
+Everything is read with ``torch.load(weights_only=True)``; official Lightning files pickle OmegaConf
+objects, which are read as inert stand-in classes (nothing from the file is executed, OmegaConf is not
+needed).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import math
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .flow.model import NAFlow, NAFlowConfig
+from .runs import atomic_torch_save, config_from_dict, config_to_dict, sha256_file
+
+log = logging.getLogger(__name__)
+
+FORMAT = "naflow-aug/model"
+FORMAT_VERSION = 1
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+REGISTRY = MODELS_DIR / "registry.json"
+_DROPPED_OFFICIAL_KEYS = re.compile(r"^(I|flowUpsamplerNet\.f\..*)$")
+
+
+# --------------------------------------------------------------------------- project format
+def save_checkpoint(model: NAFlow, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    """Write weights + config + class names atomically; `extra` must be plain data (numbers, strings,...)."""
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": config_to_dict(model.config),
+        "classes": model.classes,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": extra or {},
+    }
+    return atomic_torch_save(payload, path)
+
+
+def _load_state(model: NAFlow, state: dict[str, Tensor], source: str) -> None:
+    """load_state_dict(strict=True) with a readable list of the first mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
+              for k, v in own.items() if k in state and state[k].shape != v.shape]  # fmt: skip
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"{source} does not fit the model: missing keys {missing[:5]} ({len(missing)}), "
+            f"unexpected keys {unexpected[:5]} ({len(unexpected)}), "
+            f"shape mismatches (file vs model) {shapes[:5]} ({len(shapes)})"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def model_from_project_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> NAFlow:
+    version = ckpt.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{source}: unsupported format_version {version!r}, expected {FORMAT_VERSION}")
+    config = config_from_dict(NAFlowConfig, ckpt["config"], where=f"{source} config")
+    model = NAFlow(config)
+    _load_state(model, ckpt["state_dict"], source)
+    return model
+
+
+# --------------------------------------------------------------------------- official import
+_SUBNET_KEYS = [
+    (r"0\.weight", "inp.conv.weight"),
+    (r"0\.actnorm\.(bias|logs)", r"inp.actnorm.\1"),
+    (r"2\.body\.0\.(weight|bias)", r"res_conv.\1"),
+    (r"2\.body\.2\.weight", "res_out.conv.weight"),
+    (r"2\.body\.2\.actnorm\.(bias|logs)", r"res_out.actnorm.\1"),
+    (r"3\.(weight|bias)", r"out.conv.\1"),
+    (r"3\.logs", "out.logs"),
+]
+_OFFICIAL_KEYS = [
+    (r"cond_net\.down1\.(weight|bias)", r"encoder.inp.\1"),
+    (
+        r"flowUpsamplerNet\.layers\.(\d+)\.(actnorm\.(?:bias|logs)|invconv\.(?:l|u|log_s|p|sign_s))",
+        r"flow.\1.\2",
+    ),
+] + [
+    (
+        rf"flowUpsamplerNet\.layers\.(\d+)\.affine\.{theirs}\.{pattern}",
+        rf"flow.\1.{ours}.net." + repl.replace("\\1", "\\2"),
+    )
+    for theirs, ours in (("fFeatures", "injector"), ("fAffine", "coupling"))
+    for pattern, repl in _SUBNET_KEYS
+]
+
+
+def _official_config(state: dict[str, Tensor], hparams: dict[str, Any] | None) -> NAFlowConfig:
+    """The architecture, inferred from the key shapes (class names from the key order)."""
+    classes = [k[len("mean_shift_") :] for k in state if k.startswith("mean_shift_")]
+    if not classes or "cond_net.down1.weight" not in state:
+        raise ValueError(
+            "not an official NAFlow state dict: no 'mean_shift_*' or 'cond_net.down1.weight' keys"
+        )
+    channels = state[f"mean_shift_{classes[0]}"].shape[0]
+    levels = round(math.log(channels / 3, 4))
+    layer_keys: dict[int, set[str]] = collections.defaultdict(set)
+    for k in state:
+        m = re.match(r"flowUpsamplerNet\.layers\.(\d+)\.(\w+)", k)
+        if m:
+            layer_keys[int(m[1])].add(m[2])
+    transition = sum(1 for v in layer_keys.values() if "actnorm" in v and "affine" not in v) // (levels + 1)
+    conditional = sum(1 for v in layer_keys.values() if "affine" in v) // max(levels, 1)
+    hidden = next((v.shape[0] for k, v in state.items() if k.endswith("affine.fAffine.0.weight")), 64)
+    eps = 1e-3
+    flow_hp = (hparams or {}).get("flow", {}) if isinstance(hparams, dict) else {}
+    if isinstance(flow_hp, dict) and isinstance(flow_hp.get("CondFeaAndCondSelf"), dict):
+        eps = float(flow_hp["CondFeaAndCondSelf"].get("eps", eps))
+    cov = state[f"cov_shift_{classes[0]}"]
+    return NAFlowConfig(
+        classes=tuple(classes),
+        levels=levels,
+        transition_steps=transition,
+        conditional_steps=conditional,
+        hidden_channels=hidden,
+        encoder_channels=state["cond_net.down1.weight"].shape[0],
+        covariance="full" if cov.dim() == 2 else "diagonal",
+        affine_eps=eps,
+    )
+
+
+def model_from_official(ckpt: dict[str, Any], source: str = "official checkpoint") -> NAFlow:
+    """A NAFlow from an official checkpoint dict (Lightning: `state_dict` with `model.` prefixes, or a bare
+    state dict). The unused tensors `I` and `flowUpsamplerNet.f.*` are dropped."""
+    state = ckpt.get("state_dict", ckpt)
+    state = {k.removeprefix("model."): v for k, v in state.items() if isinstance(v, Tensor)}
+    hparams = ckpt.get("hyper_parameters", {}) if isinstance(ckpt.get("hyper_parameters"), dict) else {}
+    config = _official_config(state, _plain(hparams.get("network_G_config")))
+    model = NAFlow(config)
+    ours: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if _DROPPED_OFFICIAL_KEYS.match(key) or re.match(r"(mean|cov)_shift_", key):
+            continue
+        if m := re.fullmatch(r"cond_net\.down(\d+)\.(weight|bias)", key):
+            if m[1] != "1":
+                ours[f"encoder.down.{int(m[1]).bit_length() - 2}.{m[2]}"] = value
+                continue
+        for pattern, repl in _OFFICIAL_KEYS:
+            if re.fullmatch(pattern, key):
+                ours[re.sub(pattern, repl, key)] = value
+                break
+        else:
+            ours[key] = value  # reported as unexpected by _load_state
+    ours["prior.mean"] = torch.stack([state[f"mean_shift_{c}"] for c in config.classes])
+    ours["prior.std"] = torch.stack([state[f"cov_shift_{c}"] for c in config.classes])
+    for key in model.state_dict():
+        if key.endswith("initialized"):
+            ours[key] = torch.tensor(True)
+    _load_state(model, ours, source)
+    return model
+
+
+class _StandIn:
+    """Inert placeholder for a pickled class (OmegaConf containers): records its state, runs nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self.args, self.state = args, None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+class _AttributeDict(dict):
+    pass
+
+
+class _AnyType:
+    pass
+
+
+def _stand_in(name: str) -> type:
+    return type(name.rsplit(".", 1)[1], (_StandIn,), {"qualname": name})
+
+
+_OMEGACONF = [f"omegaconf.{n}" for n in (
+    "dictconfig.DictConfig", "listconfig.ListConfig", "base.ContainerMetadata", "base.Metadata",
+    "nodes.AnyNode", "nodes.StringNode", "nodes.IntegerNode", "nodes.FloatNode", "nodes.BooleanNode",
+    "nodes.BytesNode", "nodes.PathNode", "nodes.EnumNode",
+)]  # fmt: skip
+_SAFE_GLOBALS: list[Any] = [(_stand_in(n), n) for n in _OMEGACONF] + [
+    (_AnyType, "typing.Any"),
+    *[(t, f"__builtin__.{t.__name__}") for t in (int, float, str, dict, list, tuple, set)],
+    (int, "__builtin__.long"),
+    dict, list, tuple, set, int, float, str, bool,
+    collections.Counter, collections.defaultdict, collections.OrderedDict,
+    (_AttributeDict, "lightning_fabric.utilities.data.AttributeDict"),
+    (_AttributeDict, "pytorch_lightning.utilities.parsing.AttributeDict"),
+    (_AttributeDict, "lightning.fabric.utilities.data.AttributeDict"),
+]  # fmt: skip
+
+
+def _plain(obj: Any) -> Any:
+    """Stand-in OmegaConf containers/nodes -> plain dicts, lists and values."""
+    if isinstance(obj, _StandIn):
+        state = obj.state if isinstance(obj.state, dict) else {}
+        kind = type(obj).qualname
+        if kind.endswith(("DictConfig", "ListConfig")):
+            return _plain(state.get("_content"))
+        return _plain(state.get("_val"))
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _read(path: Path) -> Any:
+    try:
+        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        AttributeError,
+        KeyError,
+    ) as err:
+        raise ValueError(
+            f"{path} is not a readable checkpoint (torch.load weights_only=True failed: "
+            f"{str(err).splitlines()[-1] if str(err) else type(err).__name__})"
+        ) from err
+
+
+def model_from_checkpoint(ckpt: Any, source: str = "checkpoint") -> NAFlow:
+    """A NAFlow (trainable, train mode) from a loaded checkpoint object of either format."""
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{source} is not a NAFlow checkpoint: it holds a {type(ckpt).__name__}, not a dict")
+    if ckpt.get("format") == FORMAT:
+        return model_from_project_checkpoint(ckpt, source)
+    state = ckpt.get("state_dict", ckpt)
+    if isinstance(state, dict) and any(
+        str(k).removeprefix("model.") == "cond_net.down1.weight" for k in state
+    ):
+        return model_from_official(ckpt, source)
+    raise ValueError(
+        f"{source} is not a NAFlow checkpoint (neither format {FORMAT!r} nor an official "
+        f"NAFlow state dict); top-level keys: {sorted(map(str, ckpt))[:10]}"
+    )
+
+
+# --------------------------------------------------------------------------- bundled models
+def _registry() -> dict[str, dict[str, Any]]:
+    if not REGISTRY.is_file():
+        return {}
+    return json.loads(REGISTRY.read_text())["models"]
+
+
+def available_models() -> list[str]:
+    """Names of the models shipped in naflow_aug/models/ (those whose weight file is present)."""
+    return sorted(n for n, e in _registry().items() if (MODELS_DIR / e["file"]).is_file())
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+    """A bundled model name or a checkpoint path -> the file's path."""
+    entry = _registry().get(str(name_or_path))
+    if entry is not None and (MODELS_DIR / entry["file"]).is_file():
+        return MODELS_DIR / entry["file"]
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        raise ValueError(
+            f"{str(name_or_path)!r} is neither a bundled model {available_models()} "
+            f"nor an existing checkpoint file"
+        )
+    return path
+
+
+def load(name_or_path: str | os.PathLike, device: str | torch.device | None = None) -> NAFlow:
+    """A frozen NAFlow in eval mode (no gradients) from a bundled name or a checkpoint path (either format).
+
+    Sets `model.checkpoint_sha256` to the file's SHA-256.
+    """
+    path = resolve(name_or_path)
+    entry = _registry().get(str(name_or_path))
+    digest = sha256_file(path)
+    if entry is not None and entry.get("sha256") and entry["sha256"] != digest:
+        raise ValueError(
+            f"bundled model {name_or_path!r} has SHA-256 {digest}, registry says {entry['sha256']}"
+        )
+    model = model_from_checkpoint(_read(path), str(path))
+    if device is not None:
+        model = model.to(device)
+    model.checkpoint_sha256 = digest
+    log.info("loaded NAFlow from %s (%d classes, sha256 %s)", path, model.num_classes, digest[:12])
+    return model.freeze()
+
+
+__all__ = [
+    "available_models",
+    "load",
+    "model_from_checkpoint",
+    "model_from_official",
+    "resolve",
+    "save_checkpoint",
+]

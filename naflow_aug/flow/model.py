@@ -1,0 +1,341 @@
+"""NAFlow: a conditional normalizing flow from (noisy | clean) to a latent with one Gaussian per camera
+configuration, and noise-aware sampling (NAS) on top of it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .coupling import FlowStep
+from .encoder import ConditionEncoder
+from .latent import MIX_MODES, ClassGaussians
+from .layers import Squeeze
+
+SIDD_CLASSES: tuple[str, ...] = (
+    "G4_00100", "G4_00200", "G4_00400", "G4_00800",
+    "GP_00050", "GP_00100", "GP_00200", "GP_00400", "GP_00800", "GP_01600", "GP_03200", "GP_06400",
+    "GP_10000",
+    "IP_00100", "IP_00200", "IP_00320", "IP_00400", "IP_00500", "IP_00640", "IP_00800", "IP_01000",
+    "IP_01600", "IP_02000",
+    "N6_00100", "N6_00400", "N6_00800", "N6_01600", "N6_03200",
+    "S6_00100", "S6_00200", "S6_00400", "S6_00800", "S6_01600", "S6_03200",
+)  # fmt: skip
+DEQUANT_LOGDET_PER_PIXEL = -math.log(256.0)
+# encode accepts noisy images this far outside [0, 1], room for the training loop's dequantization noise
+NOISY_RANGE_SLACK = 1.0 / 256
+
+
+@dataclass(frozen=True)
+class NAFlowConfig:
+    """Architecture of a NAFlow; the defaults are the published SIDD model (1,053,131 parameters)."""
+
+    classes: tuple[str, ...] = SIDD_CLASSES
+    levels: int = 3  # squeezes; H and W must be multiples of 2**levels
+    transition_steps: int = 2  # ActNorm + 1x1 conv steps at the start of each level (and before level 1)
+    conditional_steps: int = 2  # steps with coupling + injector per level
+    hidden_channels: int = 64  # width of the coupling sub-networks
+    encoder_channels: int = 128  # width of the clean-image features
+    covariance: str = "diagonal"  # or "full"
+    affine_eps: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if isinstance(self.classes, str) or not isinstance(self.classes, Sequence):
+            raise TypeError(f"classes must be a sequence of names, got {self.classes!r}")
+        object.__setattr__(self, "classes", tuple(self.classes))
+        if not self.classes or not all(isinstance(c, str) and c for c in self.classes):
+            raise ValueError(f"classes must be non-empty strings, got {self.classes!r}")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"class names must be unique, got {self.classes!r}")
+        for name, low in (("levels", 1), ("transition_steps", 0), ("conditional_steps", 0),
+                          ("hidden_channels", 1), ("encoder_channels", 4)):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.encoder_channels % 4:
+            raise ValueError(f"encoder_channels must be a multiple of 4, got {self.encoder_channels}")
+        if self.covariance not in ("diagonal", "full"):
+            raise ValueError(f"covariance must be 'diagonal' or 'full', got {self.covariance!r}")
+        if not 0 < self.affine_eps < 1:
+            raise ValueError(f"affine_eps must be in (0, 1), got {self.affine_eps!r}")
+
+    @property
+    def latent_channels(self) -> int:
+        return 3 * 4**self.levels
+
+    @property
+    def size_multiple(self) -> int:
+        return 2**self.levels
+
+
+@dataclass(frozen=True)
+class SampleParams:
+    """What a sample was drawn from: mixture weights (B, K) and one int64 seed per item (B,)."""
+
+    weights: Tensor
+    seeds: Tensor = field(repr=False)
+
+
+class NAFlow(nn.Module):
+    """Images are (B, 3, H, W) float in [0, 1] with H, W multiples of `size_multiple`.
+
+    `flow` holds the data -> latent layers in order (index i = the official `flowUpsamplerNet.layers.i`);
+    `encoder` the clean-image features; `prior` the per-configuration Gaussians.
+    """
+
+    def __init__(self, config: NAFlowConfig | None = None):
+        super().__init__()
+        config = config or NAFlowConfig()
+        if not isinstance(config, NAFlowConfig):
+            raise TypeError(f"config must be a NAFlowConfig, got {type(config).__name__}")
+        self.config = config
+        self.encoder = ConditionEncoder(config.levels, config.encoder_channels)
+        self.flow = nn.ModuleList([FlowStep(3, actnorm=False)])
+        self._feature_level = [0]
+        channels = 3
+        for level in range(config.levels + 1):
+            if level > 0:
+                channels *= 4
+                self.flow.append(Squeeze())
+                self._feature_level.append(level)
+            for _ in range(config.transition_steps):
+                self.flow.append(FlowStep(channels))
+                self._feature_level.append(level)
+            for _ in range(config.conditional_steps if level > 0 else 0):
+                self.flow.append(
+                    FlowStep(
+                        channels,
+                        conditional=True,
+                        cond_channels=config.encoder_channels,
+                        hidden_channels=config.hidden_channels,
+                        eps=config.affine_eps,
+                    )
+                )
+                self._feature_level.append(level)
+        self.prior = ClassGaussians(len(config.classes), channels, config.covariance)
+        self._class_ids = {name: i for i, name in enumerate(config.classes)}
+        self.validate_inputs = True  # value checks (finite, range) cost a device sync; speed paths may skip
+        self.checkpoint_sha256: str | None = None
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def classes(self) -> list[str]:
+        return list(self.config.classes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.config.classes)
+
+    @property
+    def size_multiple(self) -> int:
+        return self.config.size_multiple
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
+    def class_index(self, names: str | Sequence[str]) -> Tensor:
+        """Class ids (B,) int64 for configuration names; ValueError on an unknown name."""
+        single = isinstance(names, str)
+        out = []
+        for name in [names] if single else names:
+            if name not in self._class_ids:
+                raise ValueError(f"unknown camera configuration {name!r}; expected one of {self.classes}")
+            out.append(self._class_ids[name])
+        return torch.tensor(out, dtype=torch.int64)
+
+    def freeze(self) -> NAFlow:
+        """Eval mode, no gradients: the state `naflow_aug.load` returns."""
+        self.eval()
+        self.requires_grad_(False)
+        return self
+
+    # ------------------------------------------------------------------ checks
+    def _check_images(self, x: Tensor, name: str, slack: float = 0.0) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor (B, 3, H, W), got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a float tensor in [0, 1], got dtype {x.dtype}")
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"{name} must have shape (B, 3, H, W), got {tuple(x.shape)}")
+        m = self.size_multiple
+        for dim, size in (("height", x.shape[2]), ("width", x.shape[3])):
+            if size % m:
+                nearest = max(m, round(size / m) * m)
+                raise ValueError(
+                    f"{name} {dim} {size} is not a multiple of {m} (2**levels); nearest valid size: {nearest}"
+                )
+        if self.validate_inputs and x.numel():
+            lo, hi = torch.aminmax(x.detach())
+            lo, hi = float(lo), float(hi)
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ValueError(f"{name} contains NaN or Inf values")
+            if lo < -slack or hi > 1 + slack:
+                raise ValueError(f"{name} values must be in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
+
+    def _check_pair(self, noisy: Tensor, clean: Tensor) -> None:
+        self._check_images(clean, "clean")
+        self._check_images(noisy, "noisy", slack=NOISY_RANGE_SLACK)
+        if noisy.shape != clean.shape:
+            raise ValueError(f"noisy and clean shapes differ: {tuple(noisy.shape)} vs {tuple(clean.shape)}")
+
+    def _features(self, clean: Tensor, features: list[Tensor] | None) -> list[Tensor]:
+        if features is None:
+            return self.encoder(clean)
+        if len(features) != self.config.levels + 1:
+            raise ValueError(
+                f"features must come from model.condition(clean): expected "
+                f"{self.config.levels + 1} maps, got {len(features)}"
+            )
+        return features
+
+    # ------------------------------------------------------------------ flow
+    def condition(self, clean: Tensor) -> list[Tensor]:
+        """Clean-image features, one map per level; compute once and pass as `features=` to reuse."""
+        self._check_images(clean, "clean")
+        return self.encoder(clean)
+
+    def encode(
+        self, noisy: Tensor, clean: Tensor, features: list[Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(noisy, clean) (B, 3, H, W) -> z (B, C, H/m, W/m), logdet (B,).
+
+        No dequantization noise is added; logdet includes its constant -log(256)*H*W as the official code.
+        """
+        self._check_pair(noisy, clean)
+        feats = self._features(clean, features)
+        h, w = noisy.shape[2:]
+        x = noisy
+        logdet = noisy.new_full((noisy.shape[0],), DEQUANT_LOGDET_PER_PIXEL * h * w)
+        for layer, level in zip(self.flow, self._feature_level, strict=True):
+            x, ld = layer(x, feats[level])
+            logdet = logdet + ld
+        return x, logdet
+
+    def decode(self, z: Tensor, clean: Tensor, features: list[Tensor] | None = None) -> Tensor:
+        """Latent z (B, C, H/m, W/m) and clean (B, 3, H, W) -> noisy (B, 3, H, W), not clamped."""
+        self._check_images(clean, "clean")
+        m = self.size_multiple
+        expected = (clean.shape[0], self.latent_channels, clean.shape[2] // m, clean.shape[3] // m)
+        if not isinstance(z, Tensor) or tuple(z.shape) != expected:
+            got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise ValueError(f"z must have shape {expected} for this clean image, got {got}")
+        feats = self._features(clean, features)
+        x = z
+        for layer, level in zip(reversed(self.flow), reversed(self._feature_level), strict=True):
+            x = layer.inverse(x, feats[level])
+        return x
+
+    # ------------------------------------------------------------------ likelihoods
+    def class_log_likelihood(self, z: Tensor) -> Tensor:
+        """log p(z | class) for every class, (B, K) in the order of `classes`."""
+        return self.prior.log_prob_all(z)
+
+    def posterior(self, z: Tensor, temperature: float = 1.0, top_k: int | None = None) -> Tensor:
+        """NAS class weights (B, K): softmax(log p(z|k) / (h*w*temperature)), optionally top-k only."""
+        return self.prior.posterior(z, temperature, top_k)
+
+    def mix(self, weights: Tensor, mode: str = "std") -> tuple[Tensor, Tensor]:
+        """Mixed latent mean and std (B, C) for weights (B, K); mode "std" (official) or "covariance"."""
+        return self.prior.mix(self._check_weights(weights, None), mode)
+
+    def nll(
+        self, noisy: Tensor, clean: Tensor, labels: Tensor, features: list[Tensor] | None = None
+    ) -> Tensor:
+        """Training objective (B,): -(log p(z|label) + logdet) / (log(2) * H * W), the official units
+        (bits per H*W pixel, the 3 channels summed). `labels` are class ids (B,) int64."""
+        if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or labels.shape != noisy.shape[:1]:
+            raise TypeError(f"labels must be an int64 tensor of shape ({noisy.shape[0]},), got {labels!r}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise ValueError(f"labels must be class ids in [0, {self.num_classes}), got {labels.tolist()}")
+        z, logdet = self.encode(noisy, clean, features)
+        ll = self.prior.log_prob(z, labels.to(z.device))
+        return -(ll + logdet) / (math.log(2.0) * noisy.shape[2] * noisy.shape[3])
+
+    # ------------------------------------------------------------------ sampling
+    def _check_weights(self, weights: Tensor, batch: int | None) -> Tensor:
+        w = torch.as_tensor(weights, dtype=self.prior.mean.dtype, device=self.prior.mean.device)
+        if w.dim() == 1 and batch is not None:
+            w = w.expand(batch, -1)
+        if w.dim() != 2 or w.shape[1] != self.num_classes or (batch is not None and w.shape[0] != batch):
+            raise ValueError(
+                f"weights must have shape ({self.num_classes},) or "
+                f"({batch or 'B'}, {self.num_classes}), got {tuple(w.shape)}"
+            )
+        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or bool((w.sum(1) <= 0).any()):
+            raise ValueError("weights must be finite, non-negative and sum to a positive value per item")
+        return w / w.sum(1, keepdim=True)
+
+    def _config_weights(self, config: str | Sequence[str], picks: list[int]) -> Tensor:
+        names = [config] * len(picks) if isinstance(config, str) else list(config)
+        if len(names) != len(picks):
+            raise ValueError(f"config must be one name or one per item ({len(picks)}), got {len(names)}")
+        ids = [pick if name == "random" else int(self.class_index(name)) for name, pick in zip(names, picks)]
+        return nn.functional.one_hot(torch.tensor(ids), self.num_classes).to(self.prior.mean)
+
+    @staticmethod
+    def _seeds(batch: int, generator: torch.Generator | None, seeds: Tensor | Sequence[int] | None) -> Tensor:
+        if seeds is None:
+            device = generator.device if generator is not None else "cpu"
+            return torch.randint(0, 2**63 - 1, (batch,), generator=generator, device=device).cpu()
+        seeds = torch.as_tensor(seeds, dtype=torch.int64).cpu().reshape(-1)
+        if seeds.numel() != batch:
+            raise ValueError(f"seeds must hold one int64 per item ({batch}), got {seeds.numel()}")
+        return seeds
+
+    @torch.no_grad()
+    def sample(
+        self,
+        clean: Tensor,
+        *,
+        reference: Tensor | None = None,
+        config: str | Sequence[str] | None = None,
+        weights: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        seeds: Tensor | Sequence[int] | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        mix_mode: str = "std",
+        features: list[Tensor] | None = None,
+        return_params: bool = False,
+    ) -> Tensor | tuple[Tensor, SampleParams]:
+        """Synthetic noisy images (B, 3, H, W) in [0, 1] for clean images (B, 3, H, W).
+
+        Noise source (at most one; default config="random"): ``reference`` noisy images -> NAS
+        (temperature, top_k); ``config`` a name, one name per item, or "random" (a uniformly random
+        configuration per item); ``weights`` (K,) or (B, K) -> that mixture. One seed per item is drawn
+        from `generator` (torch's default one if None) unless `seeds` are given; each item's randomness
+        (random class, then eps) comes from torch.Generator("cpu").manual_seed(seed), so a batch equals
+        its items one at a time and `seeds` replay a sample. ``sample(clean, weights=p.weights, seeds=p.seeds)``
+        reproduces a sample from its returned SampleParams p, whatever its source.
+        """
+        if sum(x is not None for x in (reference, config, weights)) > 1:
+            raise ValueError("give at most one of reference=, config= and weights=")
+        if mix_mode not in MIX_MODES:
+            raise ValueError(f"mix_mode must be one of {MIX_MODES}, got {mix_mode!r}")
+        self._check_images(clean, "clean")
+        batch = clean.shape[0]
+        seeds = self._seeds(batch, generator, seeds)
+        gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        # every item draws its random class first, used or not, so that replaying (weights, seeds) with
+        # weights= reproduces any sample exactly
+        picks = [int(torch.randint(self.num_classes, (1,), generator=g)) for g in gens]
+        feats = self._features(clean, features)
+        if reference is not None:
+            z, _ = self.encode(reference, clean, feats)
+            w = self.posterior(z, temperature, top_k)
+        elif weights is not None:
+            w = self._check_weights(weights, batch)
+        else:
+            w = self._config_weights("random" if config is None else config, picks)
+        mean, std = self.prior.mix(w, mix_mode)
+        m = self.size_multiple
+        size = (self.latent_channels, clean.shape[2] // m, clean.shape[3] // m)
+        eps = torch.stack([torch.randn(size, generator=g) for g in gens]).to(mean)
+        noisy = self.decode(self.prior.reparameterize(mean, std, eps), clean, feats).clamp_(0.0, 1.0)
+        if return_params:
+            return noisy, SampleParams(weights=w, seeds=seeds)
+        return noisy
