@@ -10,6 +10,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="naflow-aug", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_sample(sub)
     _add_simulate(sub)
     _add_bench(sub)
     return parser
@@ -196,6 +197,74 @@ def _run_bench(args: argparse.Namespace) -> int:
     if results.get("rows"):
         print(bench.results_markdown(results["rows"]), end="")
         print(f"results: {args.out}/results.json, results.md, grid.png, curves.png")
+    return 0
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="add NAFlow noise to clean image(s); write noisy PNGs and a grid")
+    p.add_argument("clean", nargs="+", help="clean image file(s) (cropped to a multiple of 8 if needed)")
+    p.add_argument("--model", default="sidd-mini", help="bundled model name or checkpoint path")
+    p.add_argument("--noise", default="random",
+                   help="random (a random camera configuration per image), config:<NAME> "
+                        "(e.g. config:S6_03200), or nas (noise-aware sampling from --reference)")
+    p.add_argument("--reference", nargs="+", default=[],
+                   help="with --noise nas: real noisy image(s), one for all or one per clean image")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="samples", help="output folder (default: samples)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.set_defaults(func=_run_sample)
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    import naflow_aug
+    from naflow_aug.data.images import load_image, write_png
+
+    def fail(message: str) -> int:
+        print(f"naflow-aug sample: error: {message}", file=sys.stderr)
+        return 2
+
+    noise = args.noise
+    if noise not in ("random", "nas") and not noise.startswith("config:"):
+        return fail(f"--noise must be random, config:<NAME> or nas, got {noise!r}")
+    if noise == "nas" and len(args.reference) not in (1, len(args.clean)):
+        return fail(f"--noise nas needs --reference: one image or one per clean image ({len(args.clean)})")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        model = naflow_aug.load(args.model, device=device)
+        if noise.startswith("config:"):
+            model.class_index(noise.removeprefix("config:"))
+        generator = torch.Generator().manual_seed(args.seed)
+        out = Path(args.out)
+        rows = []
+        for i, path in enumerate(args.clean):
+            clean = load_image(path)
+            m = model.size_multiple
+            h, w = clean.shape[1] // m * m, clean.shape[2] // m * m
+            if (h, w) != tuple(clean.shape[1:]):
+                print(f"{path}: cropped {clean.shape[1]}x{clean.shape[2]} to {h}x{w} (multiple of {m})")
+            clean = clean[None, :, :h, :w].to(device)
+            kwargs: dict = {"config": noise.removeprefix("config:")} if noise != "nas" else {}
+            if noise == "nas":
+                ref = load_image(args.reference[i if len(args.reference) > 1 else 0])[None, :, :h, :w]
+                if ref.shape != clean.shape:
+                    return fail(f"reference {tuple(ref.shape[2:])} is smaller than {path} ({h}x{w})")
+                kwargs["reference"] = ref.to(device)
+            noisy, params = model.sample(clean, generator=generator, return_params=True, **kwargs)
+            dest = write_png(out / f"{Path(path).stem}_noisy.png", noisy[0])
+            top = params.weights[0].topk(min(3, model.num_classes))
+            pairs = zip(*top, strict=True)
+            mix = ", ".join(f"{model.classes[int(k)]} {float(v):.2f}" for v, k in pairs if v > 0)
+            print(f"{dest}: seed {int(params.seeds[0])}, configuration weights {mix}")
+            noise_vis = (0.5 + 4 * (noisy - clean)).clamp(0, 1)  # noise x4 around mid-grey
+            rows.append(torch.cat([clean[0], noisy[0], noise_vis[0]], dim=2).cpu())
+    except (ValueError, FileNotFoundError) as err:
+        return fail(str(err))
+    width = max(r.shape[2] for r in rows)
+    grid = torch.cat([torch.nn.functional.pad(r, (0, width - r.shape[2]), value=1.0) for r in rows], dim=1)
+    print(f"grid (rows: images; columns: clean, noisy, noise x4 + 0.5): {write_png(out / 'grid.png', grid)}")
     return 0
 
 
