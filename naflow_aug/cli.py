@@ -256,7 +256,7 @@ def _run_sample(args: argparse.Namespace) -> int:
             dest = write_png(out / f"{Path(path).stem}_noisy.png", noisy[0])
             top = params.weights[0].topk(min(3, model.num_classes))
             pairs = zip(*top, strict=True)
-            mix = ", ".join(f"{model.classes[int(k)]} {float(v):.2f}" for v, k in pairs if v > 0)
+            mix = ", ".join(f"{model.classes[int(k)]} {float(v):.2f}" for v, k in pairs if v >= 0.005)
             print(f"{dest}: seed {int(params.seeds[0])}, configuration weights {mix}")
             noise_vis = (0.5 + 4 * (noisy - clean)).clamp(0, 1)  # noise x4 around mid-grey
             rows.append(torch.cat([clean[0], noisy[0], noise_vis[0]], dim=2).cpu())

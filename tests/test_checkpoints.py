@@ -124,3 +124,17 @@ def test_load_moves_to_device(tmp_path: Path, device: torch.device) -> None:
     assert all(t.device.type == device.type for t in model.state_dict().values())
     clean = torch.rand(1, 3, 4, 4, device=device)
     assert model.sample(clean, config="B_00200", seeds=[3]).device.type == device.type
+
+
+class _Exploit:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_code_in_a_checkpoint_is_not_run(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "payload": _Exploit()}, path)
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        naflow_aug.load(path)
