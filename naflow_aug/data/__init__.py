@@ -8,6 +8,7 @@ from naflow_aug.data.folders import (
     read_manifest,
     scan_paired_folders,
 )
+from naflow_aug.data.hdf5 import HDF5PairDataset
 from naflow_aug.data.images import image_size, load_image, read_image, to_tensor, to_uint8, write_png
 from naflow_aug.data.sidd import (
     ClassBalancedSampler,
@@ -22,6 +23,7 @@ from naflow_aug.data.sidd import (
 from naflow_aug.data.simcam import DEFAULT_CAMERAS, noise_statistics, write_simulated_sidd
 
 __all__ = [
+    "HDF5PairDataset",
     "CleanFolderDataset",
     "PairRecord",
     "PairedFolderDataset",
