@@ -204,7 +204,7 @@ def fit_baselines(
     *,
     bins: int = 32,
     min_bin_pixels: int = 256,
-    max_clipped_fraction: float = 0.01,
+    max_clipped_fraction: float = 0.05,
 ) -> Baselines:
     """Fit the Gaussian and Poisson-Gaussian baselines of every configuration seen in ``pairs``.
 
@@ -271,6 +271,23 @@ def fit_baselines(
         )
     fit = {"bins": bins, "min_bin_pixels": min_bin_pixels, "max_clipped_fraction": max_clipped_fraction}
     return Baselines(configs=configs, fit=fit)
+
+
+def fit_baselines_from_files(
+    records: Iterable[tuple[str | os.PathLike, str | os.PathLike, str]], *, progress: bool = False, **kwargs
+) -> Baselines:
+    """:func:`fit_baselines` over image files: ``records`` yields (clean_path, noisy_path, config)."""
+    from tqdm.auto import tqdm
+
+    from naflow_aug.data.images import load_image
+
+    def pairs():
+        for clean_path, noisy_path, name in tqdm(
+            records, desc="fit baselines", unit="pair", disable=not progress, leave=False
+        ):
+            yield load_image(clean_path), load_image(noisy_path), name
+
+    return fit_baselines(pairs(), **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------- sampling

@@ -224,19 +224,48 @@ def find_pairs(folder: str | os.PathLike) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def pair_files(
+    folder: str | os.PathLike | None = None,
+    *,
+    noisy_token: str | None = None,
+    clean_token: str | None = None,
+    manifest: str | os.PathLike | None = None,
+) -> list[tuple[Path, Path]]:
+    """(clean, noisy) file pairs of a user's folder: the paired-folder reader of
+    :mod:`naflow_aug.data.folders` (``noisy/`` + ``clean/`` subfolders, a naming rule, or a manifest), else
+    :func:`find_pairs`'s ``<name>_clean`` / ``<name>_noisy`` (and SIDD GT/NOISY) rule in one folder."""
+    from naflow_aug.data.folders import CLEAN_DIR_NAMES, NOISY_DIR_NAMES, scan_paired_folders
+
+    if manifest is None and noisy_token is None and clean_token is None:
+        if folder is None:
+            raise ValueError("give a pairs folder or a manifest")
+        root = Path(folder)
+        has_dirs = any((root / n).is_dir() for n in NOISY_DIR_NAMES) and any(
+            (root / n).is_dir() for n in CLEAN_DIR_NAMES
+        )
+        if not has_dirs:
+            return find_pairs(root)
+    records = scan_paired_folders(folder, noisy_token=noisy_token, clean_token=clean_token, manifest=manifest)
+    return [(r.clean_path, r.noisy_path) for r in records]
+
+
 def calibrate_folder(
     model: Any,
-    folder: str | os.PathLike,
+    folder: str | os.PathLike | None = None,
     *,
+    noisy_token: str | None = None,
+    clean_token: str | None = None,
+    manifest: str | os.PathLike | None = None,
     max_pairs: int | None = None,
     progress: bool = False,
     **kwargs: Any,
 ) -> NoiseProfile:
-    """:func:`calibrate` over the pairs of :func:`find_pairs` (file names are recorded relative to folder)."""
+    """:func:`calibrate` over the pairs of :func:`pair_files` (file names recorded relative to the folder)."""
     from naflow_aug.data.images import load_image
 
-    pairs = find_pairs(folder)[:max_pairs]
-    root = Path(folder)
+    pairs = pair_files(folder, noisy_token=noisy_token, clean_token=clean_token, manifest=manifest)
+    pairs = pairs[:max_pairs]
+    root = Path(folder if folder is not None else Path(manifest).parent)
 
     def images():
         for clean_path, noisy_path in pairs:
@@ -248,7 +277,7 @@ def calibrate_folder(
                 )
             yield clean, noisy
 
-    files = [str(n.relative_to(root)) for _, n in pairs]
+    files = [str(n.relative_to(root)) if n.is_relative_to(root) else str(n) for _, n in pairs]
     return calibrate(model, images(), files=files, progress=progress, **kwargs)
 
 

@@ -373,9 +373,13 @@ class ModelSource(NoiseSource):
             source=self.spec, seeds=seeds, weights=weights, classes=self.classes, configs=configs
         )
 
-    @torch.inference_mode()
     def nas_weights(self, clean: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """(B, K) NAS posterior of each (clean, reference) pair, computed once per image (tiled if large)."""
+        # inference tensors cannot enter autograd later: clone outside inference mode
+        return self._nas_weights(clean, reference).clone()
+
+    @torch.inference_mode()
+    def _nas_weights(self, clean: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         device, dtype = self._device(), next(self.model.parameters()).dtype
         m = self.model.size_multiple
         clean_p, _ = tiling.pad_to_multiple(clean.to(device, dtype), m)
@@ -383,8 +387,12 @@ class ModelSource(NoiseSource):
         z = tiling.encode_tiled(self.model, ref_p, clean_p, tile_size=self.tile_size, overlap=self.overlap)
         return self.model.posterior(z, temperature=self.temperature, top_k=self.top_k).float().cpu()
 
-    @torch.inference_mode()
     def _apply(self, clean, params, reference) -> torch.Tensor:
+        # the output may feed a denoiser under training: make it a normal tensor, not an inference one
+        return self._decode_noise(clean, params).clone()
+
+    @torch.inference_mode()
+    def _decode_noise(self, clean: torch.Tensor, params: NoiseParams) -> torch.Tensor:
         if params.classes != self.classes:
             raise ValueError(
                 f"params were drawn for classes {list(params.classes or [])}, "

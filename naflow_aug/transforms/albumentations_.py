@@ -1,0 +1,159 @@
+"""NAFlow noise as an albumentations 2.x transform (HWC numpy images, DataLoader workers)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import torch
+
+from naflow_aug import tiling
+from naflow_aug.sampling import NoiseSource, make_noise_source
+from naflow_aug.transforms._images import float_batch_to_hwc, hwc_to_float_batch
+
+log = logging.getLogger(__name__)
+_SEED_HIGH = 2**63 - 1
+
+
+class NAFlowNoiseAlb(A.ImageOnlyTransform):
+    """Turn ``image`` into its noisy version; every other image target (e.g. ``clean``) stays untouched.
+
+    Typical use, yielding (noisy, clean) pairs::
+
+        pipe = A.Compose([A.RandomCrop(128, 128), NAFlowNoiseAlb("sidd-mini")],
+                         additional_targets={"clean": "image"})
+        out = pipe(image=img, clean=img)      # out["image"] noisy, out["clean"] the same crop, clean
+
+    When no ``clean`` target is given, the output gets one (``clean_key``) holding the input image. Images
+    are (H, W, 3) uint8 or float32 in [0, 1]; the output has the input's dtype. ``nas`` and ``real`` read
+    the real noisy image from the ``reference_key`` target (add it as an additional target of type "image"
+    so spatial transforms crop it too). The parameters of the last call (seed, mixture weights) are in
+    ``get_applied_params()["noise_params"]``.
+
+    Serialisable (``A.to_dict`` / ``A.from_dict``) when ``model``, ``profile`` and ``baselines`` are names or
+    paths. In DataLoader workers the model is loaded lazily, once per worker, and torch is limited to one
+    thread there. Seeds: from the transform's albumentations random state when the pipeline is seeded
+    (``A.Compose(..., seed=N)``), else from torch's default generator (which DataLoader seeds per worker).
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        noise: str = "random",
+        profile: str | os.PathLike | None = None,
+        baselines: str | os.PathLike | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        tile_size: int | None = tiling.DEFAULT_TILE_SIZE,
+        overlap: int = tiling.DEFAULT_OVERLAP,
+        clean_key: str = "clean",
+        reference_key: str = "reference",
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(p=p)
+        if isinstance(noise, NoiseSource):
+            raise TypeError(
+                "NAFlowNoiseAlb takes a noise spelling (str); use NAFlowNoise for NoiseSource objects"
+            )
+        from naflow_aug.sampling import parse_noise_spec
+
+        parse_noise_spec(noise)  # fail early on a bad spelling
+        if profile is not None and noise not in ("random", "profile"):
+            raise ValueError(f"give noise= or profile=, not both (got noise={noise!r})")
+        self.model = str(model) if isinstance(model, os.PathLike) else model
+        self.noise = noise
+        self.profile = str(profile) if isinstance(profile, os.PathLike) else profile
+        self.baselines = str(baselines) if isinstance(baselines, os.PathLike) else baselines
+        self.temperature = temperature
+        self.top_k = top_k
+        self.tile_size = tile_size
+        self.overlap = overlap
+        self.clean_key = clean_key
+        self.reference_key = reference_key
+        self._source: NoiseSource | None = None
+        self._source_pid: int | None = None
+        if not isinstance(self.model, str | None):
+            self._build_source()  # a model object: check everything now
+
+    # --------------------------------------------------------------------------------- the source
+    def _build_source(self) -> NoiseSource:
+        common = dict(
+            temperature=self.temperature, top_k=self.top_k, tile_size=self.tile_size, overlap=self.overlap
+        )
+        if self.profile is not None:
+            from naflow_aug.profiles import profile_source
+
+            return profile_source(self.model, self.profile, **common)
+        return make_noise_source(self.noise, self.model, baselines=self.baselines, **common)
+
+    @property
+    def source(self) -> NoiseSource:
+        """The noise source, built on first use in each process (DataLoader workers load the model once)."""
+        if self._source is None or self._source_pid != os.getpid():
+            if torch.utils.data.get_worker_info() is not None:
+                torch.set_num_threads(1)  # one worker, one thread: workers x threads must not oversubscribe
+            self._source = self._build_source()
+            self._source_pid = os.getpid()
+        return self._source
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if isinstance(
+            self.model, str | None
+        ):  # workers reload by name or path rather than unpickling weights
+            state["_source"] = None
+        return state
+
+    # -------------------------------------------------------------------------- albumentations API
+    @property
+    def targets_as_params(self) -> list[str]:
+        return [self.reference_key] if self.noise in ("nas", "real") else []
+
+    def add_targets(self, additional_targets: dict[str, str]) -> None:
+        # additional image targets (the clean copy, the reference) must stay untouched: do not map them
+        pass
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        if self.seed is not None:  # a seeded pipeline: albumentations' own random state
+            seed = int(self.random_generator.integers(0, _SEED_HIGH))
+        else:
+            seed = int(torch.randint(0, _SEED_HIGH, (1,), dtype=torch.int64))
+        reference = data.get(self.reference_key)
+        if self.source.needs_reference and reference is None:
+            raise ValueError(
+                f"noise {self.noise!r} needs the real noisy image as the {self.reference_key!r} target"
+            )
+        return {"noise_seed": seed, "reference": reference}
+
+    def apply(self, img: np.ndarray, noise_seed: int = 0, reference: Any = None, **params: Any) -> np.ndarray:
+        clean, dtype = hwc_to_float_batch(img, "image")
+        ref = None if reference is None else hwc_to_float_batch(reference, self.reference_key)[0]
+        # the seed fixes everything else (configuration pick, noise; NAS weights follow from the reference),
+        # so albumentations' ReplayCompose, which records noise_seed, replays the noise exactly
+        noisy, noise_params = self.source(clean, reference=ref, seeds=[noise_seed])
+        self.params["noise_params"] = noise_params.to_dict()
+        return float_batch_to_hwc(noisy, dtype)
+
+    def apply_with_params(self, params: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        image = kwargs.get("image")
+        result = super().apply_with_params(params, *args, **kwargs)
+        if self.clean_key not in kwargs and image is not None:
+            result[self.clean_key] = image
+        return result
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return (
+            "model", "noise", "profile", "baselines", "temperature", "top_k", "tile_size", "overlap",
+            "clean_key", "reference_key",
+        )  # fmt: skip
+
+    def get_transform_init_args(self) -> dict[str, Any]:
+        if not isinstance(self.model, str | None):
+            raise TypeError(
+                "NAFlowNoiseAlb is serialisable only when model is a bundled name or a checkpoint path, "
+                f"got a {type(self.model).__name__} object"
+            )
+        return {name: getattr(self, name) for name in self.get_transform_init_args_names()}
