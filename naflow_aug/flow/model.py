@@ -238,9 +238,11 @@ class NAFlow(nn.Module):
         """NAS class weights (B, K): softmax(log p(z|k) / (h*w*temperature)), optionally top-k only."""
         return self.prior.posterior(z, temperature, top_k)
 
-    def mix(self, weights: Tensor, mode: str = "std") -> tuple[Tensor, Tensor]:
-        """Mixed latent mean and std (B, C) for weights (B, K); mode "std" (official) or "covariance"."""
-        return self.prior.mix(self._check_weights(weights, None), mode)
+    def mix(self, weights: Tensor, mix_mode: str = "std") -> tuple[Tensor, Tensor]:
+        """Mixed latent mean and std (B, C) for weights (B, K) or (K,); mix_mode "std" mixes standard
+        deviations (official code), "covariance" mixes variances (the paper's Alg. 1)."""
+        w = torch.as_tensor(weights)
+        return self.prior.mix(self._check_weights(w[None] if w.dim() == 1 else w, None), mix_mode)
 
     def nll(
         self, noisy: Tensor, clean: Tensor, labels: Tensor, features: list[Tensor] | None = None
@@ -273,7 +275,8 @@ class NAFlow(nn.Module):
         names = [config] * len(picks) if isinstance(config, str) else list(config)
         if len(names) != len(picks):
             raise ValueError(f"config must be one name or one per item ({len(picks)}), got {len(names)}")
-        ids = [pick if name == "random" else int(self.class_index(name)) for name, pick in zip(names, picks)]
+        pairs = zip(names, picks, strict=True)
+        ids = [pick if name == "random" else int(self.class_index(name)) for name, pick in pairs]
         return nn.functional.one_hot(torch.tensor(ids), self.num_classes).to(self.prior.mean)
 
     @staticmethod
@@ -309,8 +312,8 @@ class NAFlow(nn.Module):
         configuration per item); ``weights`` (K,) or (B, K) -> that mixture. One seed per item is drawn
         from `generator` (torch's default one if None) unless `seeds` are given; each item's randomness
         (random class, then eps) comes from torch.Generator("cpu").manual_seed(seed), so a batch equals
-        its items one at a time and `seeds` replay a sample. ``sample(clean, weights=p.weights, seeds=p.seeds)``
-        reproduces a sample from its returned SampleParams p, whatever its source.
+        its items one at a time and `seeds` replay a sample. With p the returned SampleParams,
+        ``sample(clean, weights=p.weights, seeds=p.seeds)`` reproduces a sample, whatever its source.
         """
         if sum(x is not None for x in (reference, config, weights)) > 1:
             raise ValueError("give at most one of reference=, config= and weights=")

@@ -214,3 +214,13 @@ def test_full_covariance_model_round_trip() -> None:
         clean, reference=noisy, mix_mode="covariance", generator=torch.Generator().manual_seed(0)
     )
     assert out.shape == clean.shape and torch.isfinite(out).all()
+
+
+def test_mix_accepts_one_weight_vector_and_both_modes() -> None:
+    model = _model()
+    w = torch.tensor([0.2, 0.3, 0.5])
+    mean, std = model.mix(w)
+    assert mean.shape == std.shape == (1, 48)
+    torch.testing.assert_close(std[0], w @ model.prior.std.detach())
+    _, std_cov = model.mix(w, mix_mode="covariance")
+    torch.testing.assert_close(std_cov[0], (w @ model.prior.std.detach().pow(2)).sqrt())

@@ -1,0 +1,631 @@
+"""A fast, inference-only view of a frozen NAFlow: the same encode, decode and sample, with less work.
+
+What it saves, compared with running the flow layer by layer (`NAFlow.encode` / `NAFlow.decode`):
+
+- Every run of linear per-pixel layers (ActNorm, invertible 1x1 convolution, squeeze) between two
+  conditional layers is folded into one affine map, composed in float64 once; its inverse is computed
+  once too (the reference inverts the LU factors on every call). Squeeze commutes with a per-pixel map
+  (``kron(A, I4)``), so level 0 costs nothing but the first squeeze.
+- Everything that depends only on the clean image is computed once per image and shared by encode and
+  decode (NAS runs both): the encoder (its first two 1x1 convolutions composed into one 3 -> width/4
+  map, so the full-resolution width-channel map is never built), the affine injectors' shift and scale,
+  and the coupling sub-networks' first layer applied to the condition (the coupling sees concat(x1, h):
+  its first convolution splits into a clean-only part and a small part on x1).
+- ActNorms inside the sub-networks are folded into their convolutions; the output layer's
+  ``exp(3 * logs)`` scale, the interleaved shift/scale split and the ``+2`` of the sigmoid are folded
+  into its weights; the residual block's bias is folded into the output layer.
+- Activations are kept channels-last (B, H, W, C): 1x1 convolutions are matrix products on a
+  (B*H*W, C) view, the 3x3 convolutions run on channels-last memory.
+- Batches of images; class log-likelihoods are one matrix product (no loop over classes).
+
+Results equal the reference path to float32 rounding (about 1e-6 relative); the randomness contract is
+the model's (`NAFlow.sample`): one seed per item, the item's random configuration pick and then its eps
+from ``torch.Generator("cpu").manual_seed(seed)``.
+
+GPU options (guarded, not exercised on the CPU-only development machine): ``autocast=torch.bfloat16``
+runs only the conditioner sub-networks in reduced precision (the affine updates themselves stay float32,
+so the flow stays invertible: decode(encode(x)) == x up to rounding, checked by `check_invertibility`);
+``compile=True`` wraps the per-level kernels with `torch.compile`; `CudaGraphNAS` captures a whole NAS
+(encode, posterior, mix, decode) for fixed shapes in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .coupling import ConditionalAffineCoupling, FlowStep, SubNet
+from .layers import Squeeze
+from .model import DEQUANT_LOGDET_PER_PIXEL, MIX_MODES, NAFlow, SampleParams
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------- folding
+def _actnorm_affine(an) -> tuple[Tensor, Tensor]:
+    """ActNorm y = (x + bias) * exp(logs) as (scale (C,), offset (C,)) in float64: y = scale * x + offset."""
+    s = torch.exp(an.logs.detach().double()).reshape(-1)
+    return s, s * an.bias.detach().double().reshape(-1)
+
+
+def _conv_actnorm(cna) -> tuple[Tensor, Tensor]:
+    """ConvActNorm (bias-free 1x1 conv then ActNorm) as one affine (W (out, in), b (out,)) in float64."""
+    w = cna.conv.weight.detach().double()
+    s, off = _actnorm_affine(cna.actnorm)
+    return s[:, None] * w.reshape(w.shape[0], -1), off
+
+
+@dataclass
+class _SubNetPlan:
+    """A sub-network's folded weights; ``w_in`` acts on the non-condition inputs (may have 0 columns)."""
+
+    w_in: Tensor  # (hidden, n_x)
+    w_cond: Tensor  # (hidden, cond)
+    b_in: Tensor  # (hidden,)
+    w3: Tensor  # (hidden, hidden, 3, 3), channels-last memory
+    b3: Tensor
+    w_res: Tensor  # (hidden, hidden)
+    w_out: Tensor  # (2 * c, hidden): rows [shift ..., raw ...]
+    b_out: Tensor  # (2 * c,), raw part includes the +2 of the sigmoid
+
+    @staticmethod
+    def build(net: SubNet, n_x: int) -> _SubNetPlan:
+        w_in, b_in = _conv_actnorm(net.inp)
+        w_res, b_res = _conv_actnorm(net.res_out)
+        out = net.out
+        scale = torch.exp(3.0 * out.logs.detach().double()).reshape(-1)
+        w_out = out.conv.weight.detach().double().reshape(scale.numel(), -1) * scale[:, None]
+        b_out = out.conv.bias.detach().double() * scale
+        b_out = b_out + w_out @ b_res  # h + b_res only ever feeds the output layer
+        order = torch.cat([torch.arange(0, scale.numel(), 2), torch.arange(1, scale.numel(), 2)])
+        w_out, b_out = w_out[order], b_out[order].clone()
+        b_out[scale.numel() // 2 :] += 2.0
+        return _SubNetPlan(
+            w_in=w_in[:, :n_x],
+            w_cond=w_in[:, n_x:],
+            b_in=b_in,
+            w3=net.res_conv.weight.detach().double(),
+            b3=net.res_conv.bias.detach().double(),
+            w_res=w_res,
+            w_out=w_out,
+            b_out=b_out,
+        )
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> _SubNetPlan:
+        moved = {k: v.to(device, dtype) for k, v in self.__dict__.items()}
+        moved["w3"] = moved["w3"].contiguous(memory_format=torch.channels_last)
+        return _SubNetPlan(**moved)
+
+
+@dataclass
+class _Affine:
+    """Per-pixel y = x @ weight.T + bias on (.., C); ``inv_*`` the inverse map."""
+
+    weight: Tensor
+    bias: Tensor
+    inv_weight: Tensor
+    inv_bias: Tensor
+
+    @staticmethod
+    def build(a: Tensor, b: Tensor) -> _Affine:
+        inv = torch.linalg.inv(a)
+        return _Affine(a, b, inv, -(inv @ b))
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> _Affine:
+        return _Affine(**{k: v.to(device, dtype) for k, v in self.__dict__.items()})
+
+
+@dataclass
+class _Plan:
+    """The folded flow. ``ops`` in the data -> latent order: ("squeeze",), ("affine", i), ("step", j)."""
+
+    ops: list[tuple]
+    affines: list[_Affine]
+    couplings: list[_SubNetPlan]  # one per conditional step
+    injectors: list[_SubNetPlan]
+    step_level: list[int]  # flow level of each conditional step
+    split: list[int]  # x1 channels of each coupling
+    enc_w: list[Tensor]  # encoder: level-1 (3 -> width/4) composed map, then width -> width/4 per level
+    enc_b: list[Tensor]
+    logdet_per_pixel: float  # constant log-det of the folded linear layers, per input pixel
+    eps: float
+    key: tuple = field(default=())
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> _Plan:
+        return _Plan(
+            ops=self.ops,
+            affines=[a.to(device, dtype) for a in self.affines],
+            couplings=[c.to(device, dtype) for c in self.couplings],
+            injectors=[c.to(device, dtype) for c in self.injectors],
+            step_level=self.step_level,
+            split=self.split,
+            enc_w=[w.to(device, dtype) for w in self.enc_w],
+            enc_b=[b.to(device, dtype) for b in self.enc_b],
+            logdet_per_pixel=self.logdet_per_pixel,
+            eps=self.eps,
+            key=self.key,
+        )
+
+
+def build_plan(model: NAFlow) -> _Plan:
+    """Fold a NAFlow's weights (float64 arithmetic) into a `_Plan` (still float64, on the model's device)."""
+    device = next(model.parameters()).device
+    ops: list[tuple] = []
+    affines: list[_Affine] = []
+    couplings: list[_SubNetPlan] = []
+    injectors: list[_SubNetPlan] = []
+    step_level: list[int] = []
+    split: list[int] = []
+    eps = model.config.affine_eps
+    channels, level, logdet = 3, 0, 0.0
+    a = torch.eye(3, dtype=torch.float64, device=device)
+    b = torch.zeros(3, dtype=torch.float64, device=device)
+
+    def flush() -> None:
+        nonlocal a, b
+        if not torch.equal(a, torch.eye(channels, dtype=a.dtype, device=device)) or bool(b.any()):
+            ops.append(("affine", len(affines)))
+            affines.append(_Affine.build(a, b))
+        a = torch.eye(channels, dtype=torch.float64, device=device)
+        b = torch.zeros(channels, dtype=torch.float64, device=device)
+
+    for layer, feat_level in zip(model.flow, model._feature_level, strict=True):
+        if isinstance(layer, Squeeze):
+            # a per-pixel map before a squeeze is the same map on each of the 4 sub-pixels after it
+            ops.append(("squeeze",))
+            a = torch.kron(a, torch.eye(4, dtype=a.dtype, device=device))
+            b = b.repeat_interleave(4)
+            channels, level = channels * 4, level + 1
+            continue
+        if not isinstance(layer, FlowStep):
+            raise TypeError(f"fast path: unexpected flow layer {type(layer).__name__}")
+        pixels = 4.0**-level  # this level's positions per input pixel
+        if layer.actnorm is not None:
+            s, off = _actnorm_affine(layer.actnorm)
+            a, b = s[:, None] * a, s * b + off
+            logdet += pixels * float(layer.actnorm.logs.detach().double().sum())
+        w = layer.invconv.weight().detach().double()
+        a, b = w @ a, w @ b
+        logdet += pixels * float(layer.invconv.log_s.detach().double().sum())
+        if layer.coupling is not None:
+            if not isinstance(layer.coupling, ConditionalAffineCoupling) or feat_level != level:
+                raise TypeError("fast path: unexpected conditional layer layout")
+            flush()
+            ops.append(("step", len(couplings)))
+            couplings.append(_SubNetPlan.build(layer.coupling.net, layer.coupling.split))
+            injectors.append(_SubNetPlan.build(layer.injector.net, 0))
+            step_level.append(level)
+            split.append(layer.coupling.split)
+    flush()
+
+    enc = model.encoder
+    enc_w, enc_b = [], []
+    w_in, b_in = enc.inp.weight.detach().double().flatten(1), enc.inp.bias.detach().double()
+    for i, conv in enumerate(enc.down):
+        w, bias = conv.weight.detach().double().flatten(1), conv.bias.detach().double()
+        if i == 0:  # level 0's width-channel map is only an input of the first down convolution
+            w, bias = w @ w_in, w @ b_in + bias
+        enc_w.append(w)
+        enc_b.append(bias)
+    return _Plan(ops, affines, couplings, injectors, step_level, split, enc_w, enc_b, logdet, eps)
+
+
+# ----------------------------------------------------------------------------------------- kernels
+def _linear(x: Tensor, w: Tensor, b: Tensor | None = None, add: Tensor | None = None) -> Tensor:
+    """Per-pixel x @ w.T (+ b) (+ add) on channels-last (B, H, W, C) tensors, as one matrix product."""
+    flat = x.reshape(-1, x.shape[-1])
+    if add is not None:
+        out = torch.addmm(add.reshape(-1, w.shape[0]), flat, w.T)
+        if b is not None:
+            out.add_(b)
+    elif b is not None:
+        out = torch.addmm(b, flat, w.T)
+    else:
+        out = flat @ w.T
+    return out.view(*x.shape[:-1], w.shape[0])
+
+
+def _conv3x3(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """3x3 'same' convolution of a channels-last (B, H, W, C) tensor, result channels-last too."""
+    out = F.conv2d(h.permute(0, 3, 1, 2), w, b, padding=1)
+    return out.permute(0, 2, 3, 1)
+
+
+def _subnet_tail(h: Tensor, net: _SubNetPlan, eps: float) -> tuple[Tensor, Tensor]:
+    """relu'd first layer (B, H, W, hidden) -> (shift, scale) (B, H, W, c) each."""
+    r = _conv3x3(h, net.w3, net.b3).relu_()
+    h = _linear(r, net.w_res, add=h)
+    out = _linear(h, net.w_out, net.b_out)
+    c = out.shape[-1] // 2
+    return out[..., :c], torch.sigmoid(out[..., c:]).add_(eps)
+
+
+def _squeeze(x: Tensor) -> Tensor:
+    """Channels-last (B, H, W, C) -> (B, H/2, W/2, 4C), channel c*4 + dy*2 + dx as `squeeze2x2`."""
+    b, h, w, c = x.shape
+    return x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 5, 2, 4).reshape(b, h // 2, w // 2, 4 * c)
+
+
+def _unsqueeze(x: Tensor) -> Tensor:
+    b, h, w, c4 = x.shape
+    c = c4 // 4
+    return x.view(b, h, w, c, 2, 2).permute(0, 1, 4, 2, 5, 3).reshape(b, 2 * h, 2 * w, c)
+
+
+@dataclass
+class CleanFeatures:
+    """What the flow needs from the clean images, computed once and shared by encode and decode.
+
+    Per conditional step j: ``proj[j]`` the coupling's first layer applied to the condition (bias
+    included), ``shift[j]``/``scale[j]`` the affine injector's parameters, all channels-last
+    (B, h, w, .); ``inj_logdet`` (B,) the injectors' total log-det.
+    """
+
+    shape: tuple[int, ...]
+    proj: list[Tensor]
+    shift: list[Tensor]
+    scale: list[Tensor]
+    inj_logdet: Tensor
+
+
+# ----------------------------------------------------------------------------------------- the view
+class FastNAFlow:
+    """Inference-only NAFlow with the same `encode` / `decode` / `sample` results as the model's own.
+
+    Built from a (frozen or not) `NAFlow`; the folded weights follow the model: they are rebuilt when
+    its parameters change (in-place updates, `load_state_dict`, `.to()`), so the view never goes stale.
+    It offers the attributes that `naflow_aug.tiling` and the noise sources use (``size_multiple``,
+    ``classes``, ``encode``, ``decode``, ``posterior``, ``mix``, ``parameters``).
+
+    ``autocast``: a reduced dtype (torch.bfloat16 / torch.float16) for the sub-networks only, on CUDA
+    (also accepted on the CPU with bfloat16, slow there: for tests). ``compile``: `torch.compile` the
+    per-step kernels (CUDA: worth it; on the CPU it needs a C++ compiler and minutes of warm-up).
+    """
+
+    def __init__(self, model: NAFlow, *, autocast: torch.dtype | None = None, compile: bool = False):
+        if not isinstance(model, NAFlow):
+            raise TypeError(f"model must be a NAFlow, got {type(model).__name__}")
+        if autocast not in (None, torch.bfloat16, torch.float16):
+            raise ValueError(f"autocast must be None, torch.bfloat16 or torch.float16, got {autocast!r}")
+        self.model = model
+        self.autocast = autocast
+        self.compile = compile
+        self._plan: _Plan | None = None
+        self._step = _step_encode
+        self._step_inv = _step_decode
+        if compile:
+            self._step = torch.compile(_step_encode, dynamic=False)
+            self._step_inv = torch.compile(_step_decode, dynamic=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_plan"] = None  # rebuilt on first use; compiled callables cannot be pickled
+        state["_step"], state["_step_inv"] = _step_encode, _step_decode
+        state["compile"] = False
+        return state
+
+    # ---------------------------------------------------------------- the model's metadata
+    @property
+    def classes(self) -> list[str]:
+        return self.model.classes
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def size_multiple(self) -> int:
+        return self.model.size_multiple
+
+    @property
+    def latent_channels(self) -> int:
+        return self.model.latent_channels
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def class_log_likelihood(self, z: Tensor) -> Tensor:
+        return self.model.class_log_likelihood(z)
+
+    def posterior(self, z: Tensor, temperature: float = 1.0, top_k: int | None = None) -> Tensor:
+        return self.model.posterior(z, temperature, top_k)
+
+    def mix(self, weights: Tensor, mode: str = "std") -> tuple[Tensor, Tensor]:
+        return self.model.mix(weights, mode)
+
+    # ---------------------------------------------------------------- plan
+    def _key(self) -> tuple:
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        p = tensors[0]
+        return (p.device, p.dtype, tuple((t.data_ptr(), t._version) for t in tensors))
+
+    @property
+    def plan(self) -> _Plan:
+        """The folded weights for the model's current parameters, device and dtype."""
+        key = self._key()
+        if self._plan is None or self._plan.key != key:
+            with torch.no_grad():
+                plan = build_plan(self.model)
+            plan.key = key
+            self._plan = plan.to(key[0], key[1])
+            log.debug("fast path: folded %d affine maps, %d conditional steps",
+                      len(plan.affines), len(plan.couplings))  # fmt: skip
+        return self._plan
+
+    def _autocast(self, device: torch.device):
+        if self.autocast is None:
+            return torch.autocast(device.type, enabled=False)
+        return torch.autocast(device.type, dtype=self.autocast)
+
+    # ---------------------------------------------------------------- clean features
+    @torch.no_grad()
+    def condition(self, clean: Tensor) -> CleanFeatures:
+        """Clean-image features for `encode`/`decode` (``features=``): (B, 3, H, W) in [0, 1]."""
+        self.model._check_images(clean, "clean")
+        return self._condition(clean)
+
+    def _condition(self, clean: Tensor) -> CleanFeatures:
+        plan = self.plan
+        x = clean.to(plan.enc_w[0].dtype).permute(0, 2, 3, 1)
+        feats = []
+        for w, b in zip(plan.enc_w, plan.enc_b, strict=True):
+            x = _squeeze(_linear(x, w, b))
+            feats.append(x)
+        proj, shift, scale = [], [], []
+        inj_logdet = clean.new_zeros(clean.shape[0], dtype=x.dtype)
+        with self._autocast(x.device):
+            for j, level in enumerate(plan.step_level):
+                h = feats[level - 1]
+                proj.append(_linear(h, plan.couplings[j].w_cond, plan.couplings[j].b_in))
+                inj = plan.injectors[j]
+                first = _linear(h, inj.w_cond, inj.b_in).relu_()
+                sh, sc = _subnet_tail(first, inj, plan.eps)
+                shift.append(sh.to(x.dtype))
+                scale.append(sc.to(x.dtype))
+                inj_logdet -= scale[-1].log().sum(dim=(1, 2, 3)).to(inj_logdet.dtype)
+        return CleanFeatures(tuple(clean.shape), proj, shift, scale, inj_logdet)
+
+    def _features(self, clean: Tensor, features: CleanFeatures | None) -> CleanFeatures:
+        if features is None:
+            return self._condition(clean)
+        if not isinstance(features, CleanFeatures) or features.shape != tuple(clean.shape):
+            raise ValueError(
+                "features must come from this FastNAFlow's condition(clean) for the same clean images, "
+                f"got {type(features).__name__}"
+            )
+        return features
+
+    # ---------------------------------------------------------------- flow
+    def _encode(self, x: Tensor, feats: CleanFeatures, with_logdet: bool) -> tuple[Tensor, Tensor | None]:
+        """Channels-last noisy (B, H, W, 3) -> channels-last latent (B, h, w, C) [, coupling log-det]."""
+        plan = self.plan
+        logdet = x.new_zeros(x.shape[0]) if with_logdet else None
+        owned = False  # the steps update x in place: never the caller's tensor
+        for op in plan.ops:
+            if op[0] == "squeeze":
+                x, owned = _squeeze(x), False
+            elif op[0] == "affine":
+                a = plan.affines[op[1]]
+                x, owned = _linear(x, a.weight, a.bias), True
+            else:
+                j = op[1]
+                if not owned:
+                    x, owned = x.clone(), True
+                with self._autocast(x.device):
+                    x, ld = self._step(x, plan.couplings[j], feats.proj[j], plan.split[j], plan.eps, with_logdet)
+                x = x.div_(feats.scale[j]).sub_(feats.shift[j])
+                if with_logdet:
+                    logdet -= ld
+        return x, logdet
+
+    def _decode(self, z: Tensor, feats: CleanFeatures) -> Tensor:
+        """Channels-last latent (B, h, w, C) -> channels-last image (B, H, W, 3)."""
+        plan = self.plan
+        x = z
+        for op in reversed(plan.ops):
+            if op[0] == "squeeze":
+                x = _unsqueeze(x)
+            elif op[0] == "affine":
+                a = plan.affines[op[1]]
+                x = _linear(x, a.inv_weight, a.inv_bias)
+            else:
+                j = op[1]
+                x = (x + feats.shift[j]).mul_(feats.scale[j])
+                with self._autocast(x.device):
+                    x = self._step_inv(x, plan.couplings[j], feats.proj[j], plan.split[j], plan.eps)
+        return x
+
+    @torch.no_grad()
+    def encode(
+        self, noisy: Tensor, clean: Tensor, features: CleanFeatures | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """As `NAFlow.encode`: (noisy, clean) (B, 3, H, W) -> z (B, C, H/m, W/m), logdet (B,)."""
+        self.model._check_pair(noisy, clean)
+        feats = self._features(clean, features)
+        dtype = self.plan.enc_w[0].dtype
+        z, ld = self._encode(noisy.to(dtype).permute(0, 2, 3, 1), feats, True)
+        h, w = noisy.shape[2:]
+        const = (DEQUANT_LOGDET_PER_PIXEL + self.plan.logdet_per_pixel) * h * w
+        return z.permute(0, 3, 1, 2).contiguous(), ld + feats.inj_logdet + const
+
+    @torch.no_grad()
+    def decode(self, z: Tensor, clean: Tensor, features: CleanFeatures | None = None) -> Tensor:
+        """As `NAFlow.decode`: latent (B, C, H/m, W/m), clean (B, 3, H, W) -> noisy (B, 3, H, W), not clamped."""
+        model = self.model
+        model._check_images(clean, "clean")
+        m = self.size_multiple
+        expected = (clean.shape[0], self.latent_channels, clean.shape[2] // m, clean.shape[3] // m)
+        if not isinstance(z, Tensor) or tuple(z.shape) != expected:
+            got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise ValueError(f"z must have shape {expected} for this clean image, got {got}")
+        feats = self._features(clean, features)
+        x = self._decode(z.to(self.plan.enc_w[0].dtype).permute(0, 2, 3, 1), feats)
+        return x.permute(0, 3, 1, 2).contiguous()
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample(
+        self,
+        clean: Tensor,
+        *,
+        reference: Tensor | None = None,
+        config: str | Sequence[str] | None = None,
+        weights: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        seeds: Tensor | Sequence[int] | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        mix_mode: str = "std",
+        return_params: bool = False,
+    ) -> Tensor | tuple[Tensor, SampleParams]:
+        """As `NAFlow.sample` (same arguments, same randomness contract, same results to rounding)."""
+        model = self.model
+        if sum(x is not None for x in (reference, config, weights)) > 1:
+            raise ValueError("give at most one of reference=, config= and weights=")
+        if mix_mode not in MIX_MODES:
+            raise ValueError(f"mix_mode must be one of {MIX_MODES}, got {mix_mode!r}")
+        model._check_images(clean, "clean")
+        if reference is not None:
+            model._check_pair(reference, clean)
+        batch = clean.shape[0]
+        seeds = model._seeds(batch, generator, seeds)
+        m = self.size_multiple
+        size = (self.latent_channels, clean.shape[2] // m, clean.shape[3] // m)
+        picks, eps = draw_item_noise(seeds, self.num_classes, size)
+        feats = self._condition(clean)
+        dtype = self.plan.enc_w[0].dtype
+        if reference is not None:
+            z, _ = self._encode(reference.to(dtype).permute(0, 2, 3, 1), feats, False)
+            w = model.posterior(z.permute(0, 3, 1, 2), temperature, top_k)
+        elif weights is not None:
+            w = model._check_weights(weights, batch)
+        else:
+            w = model._config_weights("random" if config is None else config, picks)
+        mean, std = model.prior.mix(w, mix_mode)
+        z = model.prior.reparameterize(mean, std, eps.to(mean))
+        noisy = self._decode(z.to(dtype).permute(0, 2, 3, 1), feats)
+        noisy = noisy.permute(0, 3, 1, 2).contiguous().clamp_(0.0, 1.0)
+        if return_params:
+            return noisy, SampleParams(weights=w, seeds=seeds)
+        return noisy
+
+    @torch.no_grad()
+    def check_invertibility(self, clean: Tensor, noisy: Tensor) -> float:
+        """Relative max error of decode(encode(noisy)) vs noisy: how far reduced precision bends the flow."""
+        feats = self._features(clean, None)
+        dtype = self.plan.enc_w[0].dtype
+        z, _ = self._encode(noisy.to(dtype).permute(0, 2, 3, 1), feats, False)
+        back = self._decode(z, feats).permute(0, 3, 1, 2)
+        return float((back - noisy).abs().max() / noisy.abs().max().clamp_min(1e-12))
+
+
+def _coupling_params(x1: Tensor, net: _SubNetPlan, proj: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    first = _linear(x1, net.w_in, add=proj).relu_()
+    return _subnet_tail(first, net, eps)
+
+
+def _step_encode(
+    x: Tensor, net: _SubNetPlan, proj: Tensor, split: int, eps: float, with_logdet: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Coupling, data -> latent, on channels-last x (a fresh tensor: updated in place)."""
+    shift, scale = _coupling_params(x[..., :split], net, proj, eps)
+    x2 = x[..., split:]
+    x2.div_(scale.to(x.dtype)).sub_(shift.to(x.dtype))
+    ld = scale.float().log().sum(dim=(1, 2, 3)).to(x.dtype) if with_logdet else None
+    return x, ld
+
+
+def _step_decode(x: Tensor, net: _SubNetPlan, proj: Tensor, split: int, eps: float) -> Tensor:
+    """Coupling, latent -> data, on channels-last x (a fresh tensor: updated in place)."""
+    shift, scale = _coupling_params(x[..., :split], net, proj, eps)
+    x2 = x[..., split:]
+    x2.add_(shift.to(x.dtype)).mul_(scale.to(x.dtype))
+    return x
+
+
+def draw_item_noise(
+    seeds: Tensor, num_classes: int, size: tuple[int, int, int]
+) -> tuple[list[int], Tensor]:
+    """Each item's random configuration pick, then its eps (B, *size), from manual_seed(seed) generators.
+
+    The randomness contract of `NAFlow.sample`; eps is written straight into one (B, *size) tensor of
+    torch's default dtype (what a fresh ``torch.randn(size, generator=g)`` gives, without a stack copy).
+    """
+    eps = torch.empty((len(seeds), *size))
+    picks = []
+    for i, s in enumerate(seeds.tolist()):
+        g = torch.Generator("cpu").manual_seed(int(s))
+        picks.append(int(torch.randint(num_classes, (1,), generator=g)))
+        torch.randn(size, generator=g, out=eps[i])
+    return picks, eps
+
+
+def fast_sampler(model: NAFlow) -> FastNAFlow:
+    """The model's cached `FastNAFlow` (created on first use; rebuilt weights follow the model)."""
+    fast = model.__dict__.get("_fast_sampler")
+    if fast is None:
+        fast = FastNAFlow(model)
+        model.__dict__["_fast_sampler"] = fast
+    return fast
+
+
+# ----------------------------------------------------------------------------------------- CUDA graphs
+class CudaGraphNAS:
+    """NAS (encode reference, posterior, mix, decode) for fixed shapes, replayed from one CUDA graph.
+
+    CUDA only (ValueError elsewhere). ``__call__(clean, reference, eps)`` takes eps (B, C, h, w) drawn
+    by the caller (e.g. with `draw_item_noise`, which keeps the randomness contract) and returns the
+    clamped noisy images; outputs are cloned out of the graph's static buffers.
+    Untested on the CPU-only development machine.
+    """
+
+    def __init__(self, fast: FastNAFlow, shape: tuple[int, int, int, int], temperature: float = 1.0,
+                 top_k: int | None = None, warmup: int = 3):  # fmt: skip
+        device = next(fast.parameters()).device
+        if device.type != "cuda":
+            raise ValueError(f"CudaGraphNAS needs a model on a CUDA device, got {device}")
+        self.fast, self.temperature, self.top_k = fast, temperature, top_k
+        dtype = fast.plan.enc_w[0].dtype
+        m = fast.size_multiple
+        b, _, h, w = shape
+        self.clean = torch.zeros(shape, device=device, dtype=dtype)
+        self.reference = torch.zeros(shape, device=device, dtype=dtype)
+        self.eps = torch.zeros((b, fast.latent_channels, h // m, w // m), device=device, dtype=dtype)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.no_grad():
+            for _ in range(warmup):
+                self._run()
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph), torch.no_grad():
+            self.out = self._run()
+
+    def _run(self) -> Tensor:
+        fast = self.fast
+        feats = fast._condition(self.clean)
+        z, _ = fast._encode(self.reference.permute(0, 2, 3, 1), feats, False)
+        w = fast.model.prior.posterior(z.permute(0, 3, 1, 2), self.temperature, self.top_k)
+        mean, std = fast.model.prior.mix(w)
+        z = fast.model.prior.reparameterize(mean, std, self.eps)
+        return fast._decode(z.permute(0, 2, 3, 1), feats).permute(0, 3, 1, 2).clamp(0.0, 1.0)
+
+    @torch.no_grad()
+    def __call__(self, clean: Tensor, reference: Tensor, eps: Tensor) -> Tensor:
+        if clean.shape != self.clean.shape or reference.shape != self.reference.shape:
+            raise ValueError(f"CudaGraphNAS was captured for {tuple(self.clean.shape)}, got {tuple(clean.shape)}")
+        self.clean.copy_(clean)
+        self.reference.copy_(reference)
+        self.eps.copy_(eps)
+        self.graph.replay()
+        return self.out.clone()
