@@ -15,6 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_simulate(sub)
     _add_bench(sub)
+    _add_calibrate(sub)
+    _add_fit_baselines(sub)
     return parser
 
 
@@ -360,6 +362,93 @@ def _run_verify(args: argparse.Namespace) -> int:
         print(f"problem: {problem}")
     print("OK" if report.ok else f"FAILED ({len(report.problems)} problems)")
     return 0 if report.ok else 1
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="make a noise profile (mean NAS posterior) from a camera's pairs")
+    p.add_argument("--pairs", help="folder of (clean, noisy) pairs: noisy/ + clean/ subfolders, "
+                   "<name>_clean/<name>_noisy files, or SIDD GT/NOISY files")  # fmt: skip
+    p.add_argument("--noisy-token", help="one-folder naming rule, e.g. NOISY (with --clean-token GT)")
+    p.add_argument("--clean-token", help="one-folder naming rule, e.g. GT")
+    p.add_argument("--manifest", help="CSV manifest with noisy,clean columns (instead of --pairs)")
+    p.add_argument("--out", required=True, help="profile JSON to write")
+    p.add_argument("--model", default=None, help="bundled model name or checkpoint path (default: sidd-mini)")
+    p.add_argument("--max-pairs", type=int, default=None, help="use at most this many pairs")
+    p.add_argument("--temperature", type=float, default=1.0, help="NAS temperature (default 1)")
+    p.add_argument("--top-k", type=int, default=None, help="keep only the top-k configurations per pair")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_calibrate)
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    import naflow_aug
+    from naflow_aug.profiles import calibrate_folder
+
+    if args.pairs is None and args.manifest is None:
+        print("naflow-aug calibrate: error: give --pairs DIR or --manifest CSV", file=sys.stderr)
+        return 2
+    try:
+        model = naflow_aug.load(args.model or "sidd-mini", device=args.device)
+        profile = calibrate_folder(
+            model, args.pairs, noisy_token=args.noisy_token, clean_token=args.clean_token,
+            manifest=args.manifest, max_pairs=args.max_pairs, temperature=args.temperature, top_k=args.top_k,
+            progress=not args.no_progress,
+        )  # fmt: skip
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"naflow-aug calibrate: error: {e}", file=sys.stderr)
+        return 2
+    path = profile.save(args.out)
+    top = ", ".join(f"{name} {w:.3f}" for name, w in profile.top(5))
+    print(f"profile from {profile.pairs} pairs written to {path}; top configurations: {top}")
+    return 0
+
+
+def _add_fit_baselines(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit-baselines", help="fit per-configuration Gaussian / Poisson-Gaussian baselines")
+    p.add_argument("--data", help="folder in the SIDD-Medium layout (configurations from folder names)")
+    p.add_argument("--split", default=None,
+                   help="with --data: fit on this split's training instances only (sidd-mini or a TOML)")
+    p.add_argument("--pairs", help="paired folder (noisy/ + clean/ subfolders) of one --label configuration")
+    p.add_argument("--manifest", help="CSV manifest with noisy,clean,class columns")
+    p.add_argument("--label", help="configuration name for --pairs (e.g. S6_03200)")
+    p.add_argument("--bins", type=int, default=32, help="clean-intensity bins of the Poisson-Gaussian fit")
+    p.add_argument("--out", required=True, help="baselines JSON to write")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_fit_baselines)
+
+
+def _run_fit_baselines(args: argparse.Namespace) -> int:
+    from naflow_aug.baselines import fit_baselines_from_files
+
+    given = [x is not None for x in (args.data, args.pairs, args.manifest)]
+    if sum(given) != 1:
+        print("naflow-aug fit-baselines: error: give one of --data, --pairs, --manifest", file=sys.stderr)
+        return 2
+    try:
+        if args.data is not None:
+            from naflow_aug.data.sidd import load_split, scan_sidd_medium
+
+            train = set(load_split(args.split)[0]) if args.split else None
+            records = [(r.clean_path, r.noisy_path, r.cls) for r in scan_sidd_medium(args.data)
+                       if train is None or r.instance in train]  # fmt: skip
+        else:
+            from naflow_aug.data.folders import scan_paired_folders
+
+            records = [(r.clean_path, r.noisy_path, r.cls) for r in
+                       scan_paired_folders(args.pairs, manifest=args.manifest, label=args.label)]  # fmt: skip
+        if not records:
+            raise ValueError("no pairs found")
+        baselines = fit_baselines_from_files(records, bins=args.bins, progress=not args.no_progress)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"naflow-aug fit-baselines: error: {e}", file=sys.stderr)
+        return 2
+    path = baselines.save(args.out)
+    print(f"baselines of {len(baselines.classes)} configurations from {len(records)} pairs written to {path}")
+    for name in baselines.classes:
+        c = baselines[name]
+        print(f"  {name}: gaussian std {c.gaussian_std * 255:.2f}/255, a {[round(a, 5) for a in c.pg_a]}, "
+              f"b {[round(b, 6) for b in c.pg_b]}")  # fmt: skip
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
