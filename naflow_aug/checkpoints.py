@@ -3,6 +3,10 @@
 Everything is read with ``torch.load(weights_only=True)``; official Lightning files pickle OmegaConf
 objects, which are read as inert stand-in classes (nothing from the file is executed, OmegaConf is not
 needed).
+
+Bundled models live in naflow_aug/models/: ``registry.json`` is
+``{"format_version": 1, "models": {"<name>": {"file": "<name>.pt", "sha256": "<hex of the file>"}}}``
+(more keys per entry are allowed); a name is listed by `available_models()` once its file is present.
 """
 
 from __future__ import annotations

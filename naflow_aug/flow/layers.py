@@ -42,6 +42,11 @@ class ActNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.logs = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.register_buffer("initialized", torch.tensor(False))
+        self._init_checked = False  # host-side cache of `initialized`: no device sync per training step
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._init_checked = False
+        super()._load_from_state_dict(*args, **kwargs)
 
     @torch.no_grad()
     def _initialize(self, x: Tensor) -> None:
@@ -52,8 +57,10 @@ class ActNorm(nn.Module):
         self.initialized.fill_(True)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if self.training and not bool(self.initialized):
-            self._initialize(x)
+        if self.training and not self._init_checked:
+            if not bool(self.initialized):
+                self._initialize(x)
+            self._init_checked = True
         y = (x + self.bias) * torch.exp(self.logs)
         logdet = (self.logs.sum() * (x.shape[2] * x.shape[3])).expand(x.shape[0])
         return y, logdet

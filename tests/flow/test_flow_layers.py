@@ -107,3 +107,13 @@ def test_actnorm_data_dependent_init_in_training_only() -> None:
     bias = layer.bias.detach().clone()
     layer(x + 1)  # already initialised: no second init
     assert torch.equal(layer.bias, bias)
+
+
+def test_actnorm_loaded_uninitialized_state_initializes_again() -> None:
+    layer = ActNorm(2).train()
+    layer(torch.randn(4, 2, 3, 3))
+    fresh = ActNorm(2).state_dict()
+    layer.load_state_dict(fresh)
+    assert not layer.initialized
+    layer(5 + torch.randn(4, 2, 3, 3))
+    assert layer.initialized and layer.bias.mean() < -4
