@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -765,7 +766,10 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
                         f"gradient (max_nonfinite={config.max_nonfinite}); lower the learning rate or "
                         f"check the data. The last good checkpoint is {ckpt_path}"
                     )
-            scheduler.step()
+            with warnings.catch_warnings():
+                # a skipped first step leaves optimizer.step() uncalled; the schedule still counts it
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                scheduler.step()
             done = step + 1
             bar.update(1)
             if done % config.log_every == 0 or done == config.steps:

@@ -1,0 +1,167 @@
+"""Training: a tiny model learns on simulated pairs, resumes exactly, stops on non-finite losses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import naflow_aug
+from naflow_aug import train as training
+from naflow_aug.runs import config_from_dict
+
+# Three configurations whose noise differs in level (std in [0, 1] units).
+CONFIGS = {"S6_00100": 0.01, "S6_03200": 0.08, "GP_00800": 0.04}
+TINY_MODEL = {"hidden_channels": 8, "encoder_channels": 8}
+
+
+def _write_sidd_like(root: Path, pairs_per_config: int = 3, size: int = 48, seed: int = 0) -> Path:
+    """A small data set in the SIDD-Medium layout: smooth clean images plus Gaussian noise per config."""
+    rng = np.random.default_rng(seed)
+    inst = 1
+    for name, std in CONFIGS.items():
+        phone, iso = name.split("_")
+        for _ in range(pairs_per_config):
+            folder = root / "Data" / f"{inst:04d}_001_{phone}_{iso}_00100_4400_N"
+            folder.mkdir(parents=True)
+            yy, xx = np.mgrid[0:size, 0:size] / size
+            base = 0.2 + 0.6 * rng.random(3)[:, None, None] * (0.5 + 0.5 * np.sin(3 * xx + 2 * yy))[None]
+            clean = np.clip(base, 0, 1).transpose(1, 2, 0)
+            noisy = np.clip(clean + rng.normal(0, std, clean.shape), 0, 1)
+            for kind, image in (("GT", clean), ("NOISY", noisy)):
+                png = Image.fromarray((image * 255).round().astype(np.uint8))
+                png.save(folder / f"{inst:04d}_{kind}_SRGB_010.PNG")
+            inst += 1
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny convolutions gain nothing from threads, and on a shared, loaded machine threads that spin-wait
+    # for each other make these runs many times slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_sidd_like(tmp_path_factory.mktemp("sidd_like"))
+
+
+def _config(data_dir: Path, **changes) -> training.TrainConfig:
+    base = training.preset("cpu").replace(
+        data=str(data_dir),
+        model=TINY_MODEL,
+        steps=24,
+        batch_size=4,
+        crop_size=16,
+        lr=2e-3,
+        latent_lr=2e-2,
+        lr_milestones=(16,),
+        log_every=4,
+        checkpoint_every=8,
+        val_every=12,
+        val_crop=32,
+        val_samples=1,
+        val_fraction=0.2,
+        preload=True,
+        device="cpu",
+    )
+    return base.replace(**changes)
+
+
+def _train_losses(run: Path) -> list[float]:
+    return [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+            if r.get("kind") == "train"]
+
+
+def test_tiny_model_learns_and_exports(data_dir: Path, tmp_path: Path) -> None:
+    config = _config(data_dir, steps=40, lr_milestones=(30,), val_every=0, checkpoint_every=20)
+    results = training.train(config, tmp_path / "run", progress=False)
+    losses = _train_losses(tmp_path / "run")
+    assert len(losses) == 10
+    assert np.mean(losses[-3:]) < np.mean(losses[:2]) - 0.5, losses
+    assert results["nonfinite_steps"] == 0
+    assert results["val_pairs"] >= 1 and results["train_pairs"] + results["val_pairs"] == 9
+    for key in ("val_nll", "val_nas_kld", "val_nas_akld", "val_top1", "val_top3", "val_cfg_kld"):
+        assert np.isfinite(results["final_val"][key]), key
+    assert 0 <= results["final_val"]["val_top1"] <= results["final_val"]["val_top3"] <= 1
+    model = naflow_aug.load(tmp_path / "run" / "model.pt")
+    assert sorted(model.classes) == sorted(CONFIGS)
+    assert (tmp_path / "run" / "results.json").is_file()
+
+
+def test_resume_equals_uninterrupted(data_dir: Path, tmp_path: Path) -> None:
+    config = _config(data_dir)
+    full = training.train(config, tmp_path / "full", progress=False)
+    # The same run, stopped after step 8 (a checkpoint), then resumed to the end.
+    training.train(config.replace(steps=8), tmp_path / "part", progress=False)
+    with pytest.raises(ValueError, match="different configuration"):
+        training.train(config.replace(lr=1e-3), tmp_path / "part", resume=True, progress=False)
+    resumed = training.train(config, tmp_path / "part", resume=True, progress=False)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
+    assert a["step"] == b["step"] == 24
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    assert _train_losses(tmp_path / "full") == _train_losses(tmp_path / "part")
+    assert full["final_val"] == resumed["final_val"]
+    # Resuming a finished run does nothing and returns its results.
+    again = training.train(config, tmp_path / "part", resume=True, progress=False)
+    assert again["final_val"] == resumed["final_val"]
+
+
+def test_nonfinite_steps_are_skipped_then_stop(data_dir: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    real = training._batch_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(objective, batch):
+        calls["n"] += 1
+        loss = real(objective, batch)
+        return loss * float("nan") if calls["n"] in (3, 5) else loss
+
+    monkeypatch.setattr(training, "_batch_loss", sometimes_nan)
+    config = _config(data_dir, steps=8, val_every=0, max_nonfinite=2, val_max_pairs=1)
+    results = training.train(config, tmp_path / "ok", progress=False)
+    assert results["nonfinite_steps"] == 2
+    state = torch.load(tmp_path / "ok" / "checkpoint.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+    monkeypatch.setattr(training, "_batch_loss", lambda obj, batch: real(obj, batch) * float("inf"))
+    with pytest.raises(training.NonFiniteLossError, match="non-finite"):
+        training.train(config, tmp_path / "bad", progress=False)
+
+
+def test_config_files_reject_unknown_keys(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('preset = "cpu"\nsteps = 100\nlearning_rate = 1.0\n')
+    with pytest.raises(ValueError, match="learning_rate"):
+        training.load_train_config(path)
+    path.write_text('preset = "cpu"\nsteps = 3000\n')
+    config = training.load_train_config(path)
+    assert config.steps == 3000 and config.crop_size == 64
+    assert config.lr_milestones == (1500, 2250, 2700)  # the cpu schedule scaled to the new length
+    with pytest.raises(ValueError, match="unknown training preset"):
+        training.load_train_config(preset_name="gpu")
+    with pytest.raises(TypeError):
+        config_from_dict(training.TrainConfig, {"steps": "many"})
+
+
+@pytest.mark.parametrize("name", ["train_cpu.toml", "train_paper.toml", "train_sidd_mini.toml"])
+def test_pipeline_presets_load(name: str) -> None:
+    path = Path(__file__).resolve().parents[1] / "pipelines" / name
+    config = training.load_train_config(path)
+    assert config.preset in training.PRESETS
+    if name == "train_paper.toml":
+        assert config == training.PRESETS["paper"].replace(**{k: getattr(config, k) for k in ("data",)})
+        assert (config.lr, config.betas, config.batch_size, config.crop_size) == (1e-4, (0.9, 0.99), 8, 160)
+        assert config.lr_milestones == (50_000, 75_000, 90_000) and config.steps == 100_000
