@@ -666,10 +666,20 @@ def generate(
             if not out.is_file():
                 raise ValueError(f"output {out} exists and is not a file")
             if config.resume and hdf5.is_complete(out):
-                log.info("%s is already complete; nothing to do", out)
-                n = int(hdf5.read_attrs(out).get("num_samples", 0))
-                return GenerateResult(out, n, 0, 0, 0, time.perf_counter() - t0, already_complete=True)
-            if not config.overwrite:
+                done = hdf5.read_attrs(out)
+                if _same_content(done.get("config"), config):
+                    if rank == 0 and done.get("join") == "copy" and parts.exists():
+                        shutil.rmtree(parts, ignore_errors=True)  # killed between the join and the clean-up
+                    log.info("%s is already complete; nothing to do", out)
+                    n = int(done.get("num_samples", 0))
+                    return GenerateResult(out, n, 0, 0, 0, time.perf_counter() - t0, already_complete=True)
+                if not (parts / "plan.json").is_file():
+                    raise ValueError(
+                        f"output {out} is complete but was made with other settings; use the same arguments "
+                        "to check it, or --overwrite to replace it"
+                    )
+                # else: an interrupted --overwrite run; its plan (compared below) decides
+            elif not config.overwrite:
                 raise ValueError(
                     f"output {out} already exists; pass --overwrite to replace it"
                     + ("" if config.resume else " or --resume to finish it")
@@ -760,6 +770,15 @@ def generate(
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def _same_content(recorded: Any, config: GenerateConfig) -> bool:
+    if not isinstance(recorded, dict):
+        return False
+    try:
+        return GenerateConfig(**recorded).content() == config.content()
+    except (TypeError, ValueError):
+        return False
 
 
 def _compare_plans(old: dict[str, Any], new: dict[str, Any], parts: Path) -> None:

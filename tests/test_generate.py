@@ -299,6 +299,16 @@ def test_disk_full_is_a_clear_error_and_resumable(sim, tmp_path, monkeypatch):
     assert resumed.parts_made == resumed.parts_total - 1
     fresh = generate(_config(tmp_path / "fresh.h5", sim, source_kind="clean"), noise_fn=StandIn())
     assert _read(out)["noisy"].tobytes() == _read(fresh.out)["noisy"].tobytes()
+    # an --overwrite run that fails midway keeps the old file, and --resume finishes the new one
+    before = out.read_bytes()
+    calls.clear()
+    monkeypatch.setattr(hdf5.PartWriter, "commit", failing_commit)
+    with pytest.raises(hdf5.DiskFullError):
+        generate(_config(out, sim, source_kind="clean", seed=9, overwrite=True), noise_fn=StandIn())
+    assert out.read_bytes() == before
+    monkeypatch.setattr(hdf5.PartWriter, "commit", commit)
+    generate(_config(out, sim, source_kind="clean", seed=9, resume=True), noise_fn=StandIn())
+    assert hdf5.read_attrs(out)["seed"] == 9 and verify(out, regenerate=3, noise_fn=StandIn()).ok
 
 
 # ------------------------------------------------------------------------------------------- bad input
@@ -312,6 +322,11 @@ def test_existing_output_resume_and_overwrite(sim, tmp_path):
         generate(_config(out, sim, source_kind="clean"), noise_fn=StandIn())
     again = generate(_config(out, sim, source_kind="clean", resume=True), noise_fn=StandIn())
     assert again.already_complete and again.num_samples == first.num_samples and out.read_bytes() == before
+    with pytest.raises(ValueError, match="complete but was made with other settings"):
+        generate(_config(out, sim, source_kind="clean", seed=3, resume=True), noise_fn=StandIn())
+    hdf5.parts_dir(out).mkdir()  # as if killed between the join and the removal of the parts
+    assert generate(_config(out, sim, source_kind="clean", resume=True), noise_fn=StandIn()).already_complete
+    assert not hdf5.parts_dir(out).exists()
     other = generate(_config(out, sim, source_kind="clean", seed=3, overwrite=True), noise_fn=StandIn())
     assert other.num_samples == first.num_samples and hdf5.read_attrs(out)["seed"] == 3
     # a partial run with other settings cannot be resumed by mistake
