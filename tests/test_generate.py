@@ -377,3 +377,34 @@ def test_paired_folder_and_cli(sim, tiny_ckpt, tmp_path, capsys):
     assert "regenerated 3 samples: 3 byte-exact" in printed and printed.strip().endswith("OK")
     with h5py.File(out, "r") as f:
         assert f["meta/reference"].asstr()[0] == "noisy/0.png"
+
+
+def test_baseline_noise_without_a_model(sim, tmp_path):
+    out = tmp_path / "g.h5"
+    generate(_config(out, sim, model="no-model-needed", noise="gaussian:5", source_kind="clean"))
+    attrs = hdf5.read_attrs(out)
+    assert attrs["classes"] == ["gaussian:5"] and attrs["model_sha256"] == ""
+    data = _read(out)
+    np.testing.assert_array_equal(data["meta/weights"], 1.0)
+    noise = data["noisy"].astype(float) - data["clean"].astype(float)
+    assert 3.5 < noise.std() < 6.0  # sigma 5 in 0-255 units (a little clipping at the ends)
+    assert verify(out, regenerate=4, tolerance=0).ok
+
+
+def test_real_sidd_mini_tiles(shared_dir, tiny_ckpt, tmp_path):
+    """Real SIDD-Medium tiles (any size): labels and NAS references come from the instance folders."""
+    out = tmp_path / "sidd.h5"
+    source = shared_dir / "data" / "sidd-medium-mini"
+    generate(
+        _config(
+            out, source, tiny_ckpt, noise="nas", crop=64, crops="random", max_images=3, samples_per_crop=1
+        )
+    )
+    with h5py.File(out, "r") as f:
+        n = f["clean"].shape[0]
+        labels, refs = f["meta/label"].asstr()[...], f["meta/reference"].asstr()[...]
+        sources = f["meta/source"].asstr()[...]
+    assert n == 3 and all(label.count("_") == 1 for label in labels)
+    for label, ref, src in zip(labels, refs, sources, strict=True):
+        assert "_NOISY_SRGB_" in ref and ref.replace("_NOISY_", "_GT_") == src and f"_{label}_" in src
+    assert verify(out, regenerate=3).ok
