@@ -116,29 +116,48 @@ class NAFlowNoiseAlb(A.ImageOnlyTransform):
         # additional image targets (the clean copy, the reference) must stay untouched: do not map them
         pass
 
+    @property
+    def targets(self) -> dict[str, Any]:
+        return {"image": self.apply, "images": self.apply_to_images}
+
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        images = data.get("images")
+        n = len(images) if images is not None and "image" not in data else 1
         if self.seed is not None:  # a seeded pipeline: albumentations' own random state
-            seed = int(self.random_generator.integers(0, _SEED_HIGH))
+            seeds = [int(v) for v in self.random_generator.integers(0, _SEED_HIGH, size=n)]
         else:
-            seed = int(torch.randint(0, _SEED_HIGH, (1,), dtype=torch.int64))
+            seeds = [int(v) for v in torch.randint(0, _SEED_HIGH, (n,), dtype=torch.int64)]
         reference = data.get(self.reference_key)
         if self.source.needs_reference and reference is None:
             raise ValueError(
                 f"noise {self.noise!r} needs the real noisy image as the {self.reference_key!r} target"
             )
-        return {"noise_seed": seed, "reference": reference}
+        return {"noise_seeds": seeds, "reference": reference}
 
-    def apply(self, img: np.ndarray, noise_seed: int = 0, reference: Any = None, **params: Any) -> np.ndarray:
+    def apply(
+        self, img: np.ndarray, noise_seeds: Any = (0,), reference: Any = None, **params: Any
+    ) -> np.ndarray:
         clean, dtype = hwc_to_float_batch(img, "image")
         ref = None if reference is None else hwc_to_float_batch(reference, self.reference_key)[0]
         # the seed fixes everything else (configuration pick, noise; NAS weights follow from the reference),
-        # so albumentations' ReplayCompose, which records noise_seed, replays the noise exactly
-        noisy, noise_params = self.source(clean, reference=ref, seeds=[noise_seed])
+        # so albumentations' ReplayCompose, which records noise_seeds, replays the noise exactly
+        noisy, noise_params = self.source(clean, reference=ref, seeds=list(noise_seeds)[:1])
         self.params["noise_params"] = noise_params.to_dict()
         return float_batch_to_hwc(noisy, dtype)
 
+    def apply_to_images(self, images: np.ndarray, noise_seeds: Any = (0,), **params: Any) -> np.ndarray:
+        """A stack (N, H, W, 3): each image gets its own seed, in one batched call."""
+        if len(images) != len(noise_seeds):
+            raise ValueError(f"got {len(images)} images and {len(noise_seeds)} seeds")
+        converted = [hwc_to_float_batch(np.asarray(im), "images") for im in images]
+        clean = torch.cat([batch for batch, _ in converted])
+        noisy, noise_params = self.source(clean, seeds=list(noise_seeds))
+        self.params["noise_params"] = noise_params.to_dict()
+        dtype = converted[0][1]
+        return np.stack([float_batch_to_hwc(noisy[i : i + 1], dtype) for i in range(len(images))])
+
     def apply_with_params(self, params: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        image = kwargs.get("image")
+        image = kwargs.get("image", kwargs.get("images"))
         result = super().apply_with_params(params, *args, **kwargs)
         if self.clean_key not in kwargs and image is not None:
             result[self.clean_key] = image

@@ -49,6 +49,17 @@ def test_model_noise_without_clean_target_adds_it(tiny_model) -> None:
     assert out["image"].dtype == np.float32 and 0 <= out["image"].min() and out["image"].max() <= 1
 
 
+def test_images_stack_gets_independent_noise(tiny_model) -> None:
+    img = _image(16, 16)
+    t = NAFlowNoiseAlb(tiny_model, noise="config:B_00800")
+    out = A.Compose([t], seed=1)(images=np.stack([img] * 3))
+    assert out["images"].shape == (3, 16, 16, 3) and np.array_equal(out["clean"][0], img)
+    assert not np.array_equal(out["images"][0], out["images"][1])
+    assert len(t.get_applied_params()["noise_params"]["seeds"]) == 3
+    single = A.Compose([t])(image=img, noise_seed_check=None)  # unknown extra keys pass through
+    assert single["noise_seed_check"] is None
+
+
 def test_seeded_pipeline_is_reproducible(tiny_model) -> None:
     img = _image()
 
