@@ -95,6 +95,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto = cuda:<LOCAL_RANK> when CUDA is there, else cpu
     num_workers: int = 0  # DataLoader workers reading images (0: in the main process)
+    threads: int = 0  # torch CPU threads during the run (0 = leave as is); 1 is fastest on a busy machine
     preload: bool = False  # decode every training image once into memory (small data sets)
     log_every: int = 50
     checkpoint_every: int = 1000
@@ -110,7 +111,7 @@ class TrainConfig:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
         non_negative = ("val_every", "val_crop", "val_max_pairs", "warmup_steps", "max_nonfinite",
-                        "num_workers")
+                        "num_workers", "threads")
         for name in non_negative:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -583,9 +584,13 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
     if not resume and ckpt_path.exists():
         raise ValueError(f"{run_path} already holds a training run; pass resume=True or another run_dir")
     ddp = _setup_distributed(config.device)
+    threads_before = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
     try:
         return _train(config, run_path, resume=resume, progress=progress, ddp=ddp)
     finally:
+        torch.set_num_threads(threads_before)
         if ddp.owns_group:
             dist.destroy_process_group()
 
@@ -602,7 +607,7 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
     if resume and ckpt_path.exists():
         state = _load_checkpoint(ckpt_path)
         saved = config_from_dict(TrainConfig, state["config"], where=f"{ckpt_path} config")
-        diffs = _config_differences(saved, config, ignore=("steps", "device", "num_workers"))
+        diffs = _config_differences(saved, config, ignore=("steps", "device", "num_workers", "threads"))
         if diffs:
             raise ValueError(f"cannot resume {run_path} with a different configuration: {'; '.join(diffs)}")
         if run is not None and run.finished and saved.steps == config.steps:
