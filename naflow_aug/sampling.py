@@ -264,7 +264,8 @@ class NoiseSource:
         ref = _check_reference(reference, clean, self.spec) if isinstance(self, RealSource) else None
         return self._apply(clean, params, ref)
 
-    def _label_names(self, labels: Any, n: int) -> list[str] | None:
+    def _label_names(self, labels: Any, n: int) -> list[str | None] | None:
+        """Each item's configuration name; None (for the whole batch or an item): the item's random pick."""
         if labels is None:
             return None
         if isinstance(labels, str):
@@ -276,7 +277,7 @@ class NoiseSource:
             raise ValueError(f"got {len(labels)} labels for a batch of {n} images")
         names = []
         for label in labels:
-            if isinstance(label, str):
+            if label is None or isinstance(label, str):
                 names.append(label)
             elif self.classes is not None and isinstance(label, int) and 0 <= label < len(self.classes):
                 names.append(self.classes[label])
@@ -305,6 +306,13 @@ class NoiseSource:
 def _pick_configs(seeds: torch.Tensor, classes: Sequence[str]) -> list[str]:
     """Each item's uniformly random configuration: the first draw of its generator."""
     return [classes[int(torch.randint(len(classes), (1,), generator=item_generator(s)))] for s in seeds]
+
+
+def _fill_labels(labels: list[str | None] | None, picked: list[str]) -> list[str]:
+    """Given labels where there are any, else the random picks."""
+    if labels is None:
+        return picked
+    return [pick if label is None else label for label, pick in zip(labels, picked, strict=True)]
 
 
 def _generators_after_pick(seeds: torch.Tensor, num_classes: int) -> list[torch.Generator]:
@@ -351,13 +359,18 @@ class ModelSource(NoiseSource):
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def _flow(self) -> Any:
+        """What encodes and decodes: a frozen NAFlow's fast path (as NAFlow.sample uses), else the model."""
+        from naflow_aug.flow.fast import inference_view
+
+        return inference_view(self.model)
+
     def _draw(self, clean, reference, labels, seeds) -> NoiseParams:
         k = len(self.classes)
         configs = None
         if self.kind == "random":
             # labels name each item's configuration; the pick is drawn anyway so the noise stream is the same
-            picked = _pick_configs(seeds, self.classes)
-            configs = tuple(picked if labels is None else labels)
+            configs = tuple(_fill_labels(labels, _pick_configs(seeds, self.classes)))
             unknown = sorted(set(configs) - set(self.classes))
             if unknown:
                 raise ValueError(
@@ -384,7 +397,7 @@ class ModelSource(NoiseSource):
         m = self.model.size_multiple
         clean_p, _ = tiling.pad_to_multiple(clean.to(device, dtype), m)
         ref_p, _ = tiling.pad_to_multiple(reference.to(device, dtype), m)
-        z = tiling.encode_tiled(self.model, ref_p, clean_p, tile_size=self.tile_size, overlap=self.overlap)
+        z = tiling.encode_tiled(self._flow(), ref_p, clean_p, tile_size=self.tile_size, overlap=self.overlap)
         return self.model.posterior(z, temperature=self.temperature, top_k=self.top_k).float().cpu()
 
     def _apply(self, clean, params, reference) -> torch.Tensor:
@@ -411,7 +424,7 @@ class ModelSource(NoiseSource):
             z = mean[:, :, None, None] + torch.einsum("bij,bjhw->bihw", std, eps)
         else:
             z = mean[:, :, None, None] + std[:, :, None, None] * eps
-        noisy = tiling.decode_tiled(self.model, z, clean_p, tile_size=self.tile_size, overlap=self.overlap)
+        noisy = tiling.decode_tiled(self._flow(), z, clean_p, tile_size=self.tile_size, overlap=self.overlap)
         noisy = tiling.crop_to(noisy, size).clamp_(0.0, 1.0)
         return noisy.to(clean.device, clean.dtype)
 
@@ -442,7 +455,7 @@ class BaselineSource(NoiseSource):
         self.classes = tuple(baselines.classes)
 
     def _draw(self, clean, reference, labels, seeds) -> NoiseParams:
-        configs = _pick_configs(seeds, self.classes) if labels is None else labels
+        configs = _fill_labels(labels, _pick_configs(seeds, self.classes))
         for name in configs:
             self.baselines[name]  # noqa: B018 -- raises a clear error for an unfitted configuration
         return NoiseParams(source=self.spec, seeds=seeds, configs=tuple(configs))

@@ -53,7 +53,7 @@ def test_official_lightning_checkpoint_loads_without_omegaconf(shared_dir: Path)
 
 
 def test_save_load_same_outputs(tmp_path: Path) -> None:
-    model = _perturbed().eval()
+    model = _perturbed().freeze()  # frozen like the loaded copy: both sample on the same (fast) path
     path = naflow_aug.save_checkpoint(model, tmp_path / "m.pt", extra={"step": 12})
     raw = torch.load(path, weights_only=True)  # plain data only
     assert raw["classes"] == ["A_00100", "B_00200"] and raw["extra"] == {"step": 12}

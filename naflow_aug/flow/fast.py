@@ -340,8 +340,8 @@ class FastNAFlow:
     def posterior(self, z: Tensor, temperature: float = 1.0, top_k: int | None = None) -> Tensor:
         return self.model.posterior(z, temperature, top_k)
 
-    def mix(self, weights: Tensor, mode: str = "std") -> tuple[Tensor, Tensor]:
-        return self.model.mix(weights, mode)
+    def mix(self, weights: Tensor, mix_mode: str = "std") -> tuple[Tensor, Tensor]:
+        return self.model.mix(weights, mix_mode)
 
     # ---------------------------------------------------------------- plan
     def _key(self) -> tuple:
@@ -422,7 +422,9 @@ class FastNAFlow:
                 if not owned:
                     x, owned = x.clone(), True
                 with self._autocast(x.device):
-                    x, ld = self._step(x, plan.couplings[j], feats.proj[j], plan.split[j], plan.eps, with_logdet)
+                    x, ld = self._step(
+                        x, plan.couplings[j], feats.proj[j], plan.split[j], plan.eps, with_logdet
+                    )
                 x = x.div_(feats.scale[j]).sub_(feats.shift[j])
                 if with_logdet:
                     logdet -= ld
@@ -460,7 +462,7 @@ class FastNAFlow:
 
     @torch.no_grad()
     def decode(self, z: Tensor, clean: Tensor, features: CleanFeatures | None = None) -> Tensor:
-        """As `NAFlow.decode`: latent (B, C, H/m, W/m), clean (B, 3, H, W) -> noisy (B, 3, H, W), not clamped."""
+        """As `NAFlow.decode`: z (B, C, H/m, W/m), clean (B, 3, H, W) -> noisy (B, 3, H, W), not clamped."""
         model = self.model
         model._check_images(clean, "clean")
         m = self.size_multiple
@@ -541,7 +543,7 @@ def _step_encode(
     shift, scale = _coupling_params(x[..., :split], net, proj, eps)
     x2 = x[..., split:]
     x2.div_(scale.to(x.dtype)).sub_(shift.to(x.dtype))
-    ld = scale.float().log().sum(dim=(1, 2, 3)).to(x.dtype) if with_logdet else None
+    ld = scale.to(x.dtype).log().sum(dim=(1, 2, 3)) if with_logdet else None
     return x, ld
 
 
@@ -553,9 +555,7 @@ def _step_decode(x: Tensor, net: _SubNetPlan, proj: Tensor, split: int, eps: flo
     return x
 
 
-def draw_item_noise(
-    seeds: Tensor, num_classes: int, size: tuple[int, int, int]
-) -> tuple[list[int], Tensor]:
+def draw_item_noise(seeds: Tensor, num_classes: int, size: tuple[int, int, int]) -> tuple[list[int], Tensor]:
     """Each item's random configuration pick, then its eps (B, *size), from manual_seed(seed) generators.
 
     The randomness contract of `NAFlow.sample`; eps is written straight into one (B, *size) tensor of
@@ -568,6 +568,19 @@ def draw_item_noise(
         picks.append(int(torch.randint(num_classes, (1,), generator=g)))
         torch.randn(size, generator=g, out=eps[i])
     return picks, eps
+
+
+def inference_view(model: Any) -> Any:
+    """The model's cached `FastNAFlow` when it is a frozen NAFlow in eval mode (what `NAFlow.sample` uses),
+    else the model itself: for callers of encode/decode (tiling, noise sources) that want the same path."""
+    if (
+        isinstance(model, NAFlow)
+        and model.fast_sampling
+        and not model.training
+        and not any(p.requires_grad for p in model.parameters())
+    ):
+        return fast_sampler(model)
+    return model
 
 
 def fast_sampler(model: NAFlow) -> FastNAFlow:
@@ -623,7 +636,9 @@ class CudaGraphNAS:
     @torch.no_grad()
     def __call__(self, clean: Tensor, reference: Tensor, eps: Tensor) -> Tensor:
         if clean.shape != self.clean.shape or reference.shape != self.reference.shape:
-            raise ValueError(f"CudaGraphNAS was captured for {tuple(self.clean.shape)}, got {tuple(clean.shape)}")
+            raise ValueError(
+                f"CudaGraphNAS was captured for {tuple(self.clean.shape)}, got {tuple(clean.shape)}"
+            )
         self.clean.copy_(clean)
         self.reference.copy_(reference)
         self.eps.copy_(eps)

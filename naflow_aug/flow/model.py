@@ -118,6 +118,7 @@ class NAFlow(nn.Module):
         self.prior = ClassGaussians(len(config.classes), channels, config.covariance)
         self._class_ids = {name: i for i, name in enumerate(config.classes)}
         self.validate_inputs = True  # value checks (finite, range) cost a device sync; speed paths may skip
+        self.fast_sampling = True  # frozen + eval: sample() runs flow/fast.py (same results, less work)
         self.checkpoint_sha256: str | None = None
 
     # ------------------------------------------------------------------ metadata
@@ -315,6 +316,18 @@ class NAFlow(nn.Module):
         its items one at a time and `seeds` replay a sample. With p the returned SampleParams,
         ``sample(clean, weights=p.weights, seeds=p.seeds)`` reproduces a sample, whatever its source.
         """
+        if (
+            self.fast_sampling
+            and features is None
+            and not self.training
+            and not any(p.requires_grad for p in self.parameters())
+        ):
+            from .fast import fast_sampler
+
+            return fast_sampler(self).sample(
+                clean, reference=reference, config=config, weights=weights, generator=generator, seeds=seeds,
+                temperature=temperature, top_k=top_k, mix_mode=mix_mode, return_params=return_params,
+            )  # fmt: skip
         if sum(x is not None for x in (reference, config, weights)) > 1:
             raise ValueError("give at most one of reference=, config= and weights=")
         if mix_mode not in MIX_MODES:

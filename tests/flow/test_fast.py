@@ -1,0 +1,187 @@
+"""The folded inference path (naflow_aug/flow/fast.py) against the layer-by-layer reference path."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from naflow_aug import NAFlow, NAFlowConfig
+from naflow_aug.flow.fast import FastNAFlow, draw_item_noise, fast_sampler
+
+CLASSES = ("A_00100", "B_00200", "C_00400", "D_00800")
+TINY = NAFlowConfig(classes=CLASSES, levels=2, transition_steps=1, conditional_steps=2,
+                    hidden_channels=8, encoder_channels=8)  # fmt: skip
+# no transition steps and one level with a conditional step right after the squeeze
+BARE = NAFlowConfig(classes=CLASSES, levels=1, transition_steps=0, conditional_steps=1,
+                    hidden_channels=4, encoder_channels=4)  # fmt: skip
+FULL = NAFlowConfig(classes=CLASSES, levels=2, transition_steps=1, conditional_steps=1,
+                    hidden_channels=8, encoder_channels=8, covariance="full")  # fmt: skip
+
+
+def _model(config: NAFlowConfig = TINY, dtype: torch.dtype = torch.float32, seed: int = 0) -> NAFlow:
+    """A model whose every weight (ActNorms and zero-initialised output layers included) is non-trivial."""
+    torch.manual_seed(seed)
+    model = NAFlow(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name == "prior.mean":
+                p.copy_(0.3 * torch.randn_like(p))
+            elif name == "prior.std":
+                if p.dim() == 2:
+                    p.copy_(0.5 + torch.rand_like(p))
+                else:
+                    p.copy_(torch.eye(p.shape[-1]) + 0.1 * torch.randn_like(p))
+            else:
+                p.add_(0.05 * torch.randn_like(p))
+    return model.to(dtype).freeze()
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def _images(b: int = 3, h: int = 8, w: int = 16, seed: int = 1, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.rand(b, 3, h, w, generator=g)
+    noisy = (clean + 0.08 * torch.randn(b, 3, h, w, generator=g)).clamp(0, 1)
+    return noisy.to(dtype), clean.to(dtype)
+
+
+def _reference_sample(model: NAFlow, clean, **kwargs):
+    model.fast_sampling = False
+    try:
+        return model.sample(clean, **kwargs)
+    finally:
+        model.fast_sampling = True
+
+
+@pytest.mark.parametrize(("config", "dtype", "tol"), [
+    (TINY, torch.float64, 1e-12), (TINY, torch.float32, 1e-5), (BARE, torch.float64, 1e-12),
+    (FULL, torch.float64, 1e-12),
+])  # fmt: skip
+def test_encode_decode_match_reference(config, dtype, tol) -> None:
+    model = _model(config, dtype)
+    fast = FastNAFlow(model)
+    noisy, clean = _images(dtype=dtype)
+    z_ref, ld_ref = model.encode(noisy, clean)
+    z, ld = fast.encode(noisy, clean)
+    assert z.shape == z_ref.shape and z.dtype == dtype and z.is_contiguous()
+    assert _rel(z, z_ref) < tol and _rel(ld, ld_ref) < tol
+    assert _rel(fast.decode(z_ref, clean), model.decode(z_ref, clean)) < tol
+    # one CleanFeatures shared by encode and decode gives the same as computing them twice
+    feats = fast.condition(clean)
+    assert torch.equal(fast.encode(noisy, clean, feats)[0], z)
+    assert _rel(fast.decode(z, clean, feats), noisy) < (1e-10 if dtype == torch.float64 else 1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("source", ["nas", "random", "config", "weights", "nas_topk"])
+def test_sample_matches_reference(source, dtype) -> None:
+    model = _model(TINY, dtype)
+    noisy, clean = _images(dtype=dtype)
+    kwargs = {
+        "nas": dict(reference=noisy, temperature=0.7),
+        "nas_topk": dict(reference=noisy, top_k=2, mix_mode="covariance"),
+        "random": {},
+        "config": dict(config=["B_00200", "random", "D_00800"]),
+        "weights": dict(weights=torch.tensor([0.1, 0.2, 0.3, 0.4])),
+    }[source]
+    ref, p_ref = _reference_sample(model, clean, seeds=[5, 6, 7], return_params=True, **kwargs)
+    out, p = model.sample(clean, seeds=[5, 6, 7], return_params=True, **kwargs)  # frozen + eval: fast path
+    assert model.__dict__.get("_fast_sampler") is not None  # the hook did run the fast path
+    assert out.dtype == dtype and out.shape == clean.shape
+    assert _rel(out, ref) < (1e-12 if dtype == torch.float64 else 1e-4)
+    assert _rel(p.weights, p_ref.weights) < (1e-10 if dtype == torch.float64 else 1e-4)
+    assert torch.equal(p.seeds, p_ref.seeds)
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    assert not torch.equal(out, clean)
+
+
+def test_seed_replay_batch_and_generator() -> None:
+    model = _model()
+    fast = fast_sampler(model)
+    noisy, clean = _images(4)
+    g = torch.Generator().manual_seed(3)
+    out, params = fast.sample(clean, reference=noisy, generator=g, return_params=True)
+    # the same generator state gives the same seeds as the reference path draws
+    ref = _reference_sample(model, clean, reference=noisy, generator=torch.Generator().manual_seed(3))
+    assert _rel(out, ref) < 1e-4
+    # replay from seeds, via NAS again and via the recorded weights
+    assert torch.equal(fast.sample(clean, reference=noisy, seeds=params.seeds), out)
+    assert torch.equal(fast.sample(clean, weights=params.weights, seeds=params.seeds), out)
+    # batched == one by one, bit for bit on the latent noise, to rounding on the images
+    seeds = params.seeds
+    singles = torch.cat([fast.sample(clean[i : i + 1], reference=noisy[i : i + 1], seeds=seeds[i : i + 1])
+                         for i in range(4)])  # fmt: skip
+    assert _rel(singles, out) < 1e-5
+    other = fast.sample(clean, reference=noisy, seeds=params.seeds + 1)
+    assert not torch.allclose(other, out)
+
+
+def test_draw_item_noise_is_the_contract() -> None:
+    seeds = torch.tensor([0, 2**62, 17])
+    picks, eps = draw_item_noise(seeds, 34, (12, 3, 5))
+    for i, s in enumerate(seeds.tolist()):
+        g = torch.Generator().manual_seed(s)
+        assert picks[i] == int(torch.randint(34, (1,), generator=g))
+        assert torch.equal(eps[i], torch.randn((12, 3, 5), generator=g))
+
+
+def test_plan_follows_weight_updates_and_dtype() -> None:
+    model = _model()
+    fast = FastNAFlow(model)
+    noisy, clean = _images(2)
+    z0 = fast.encode(noisy, clean)[0]
+    with torch.no_grad():
+        model.flow[-1].coupling.net.res_conv.weight.mul_(1.5)
+    z1 = fast.encode(noisy, clean)[0]
+    assert not torch.allclose(z0, z1) and _rel(z1, model.encode(noisy, clean)[0]) < 1e-5
+    model.double()
+    z2 = fast.encode(noisy.double(), clean.double())[0]
+    assert z2.dtype == torch.float64 and _rel(z2, model.encode(noisy.double(), clean.double())[0]) < 1e-12
+    clone = pickle.loads(pickle.dumps(fast))  # the folded weights are not pickled, rebuilt on use
+    assert clone._plan is None and torch.equal(clone.encode(noisy.double(), clean.double())[0], z2)
+
+
+def test_hook_only_for_frozen_eval_models() -> None:
+    model = _model()
+    noisy, clean = _images(2)
+    model.requires_grad_(True)
+    model.sample(clean, reference=noisy, seeds=[1, 2])
+    assert "_fast_sampler" not in model.__dict__
+    model.freeze()
+    model.sample(clean, reference=noisy, seeds=[1, 2])
+    assert isinstance(model.__dict__["_fast_sampler"], FastNAFlow)
+
+
+def test_inputs_are_not_modified_and_errors() -> None:
+    model = _model()
+    fast = FastNAFlow(model)
+    noisy, clean = _images(2)
+    n0, c0 = noisy.clone(), clean.clone()
+    z = fast.encode(noisy, clean)[0]
+    z0 = z.clone()
+    fast.decode(z, clean)
+    fast.sample(clean, reference=noisy, seeds=[1, 2])
+    assert torch.equal(noisy, n0) and torch.equal(clean, c0) and torch.equal(z, z0)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        fast.encode(noisy[..., :6], clean[..., :6])
+    with pytest.raises(ValueError, match="at most one"):
+        fast.sample(clean, reference=noisy, config="A_00100")
+    with pytest.raises(ValueError, match="features"):
+        fast.decode(z, clean, features=fast.condition(clean[:1]))
+    with pytest.raises(TypeError):
+        FastNAFlow(torch.nn.Linear(2, 2))
+
+
+def test_reduced_precision_subnets_stay_invertible() -> None:
+    """autocast (meant for CUDA) on the CPU in bfloat16: the sub-networks lose precision, the flow stays
+    invertible to float32 rounding because decode recomputes the same shift/scale from the same inputs."""
+    model = _model()
+    noisy, clean = _images(2)
+    fast = FastNAFlow(model, autocast=torch.bfloat16)
+    assert fast.check_invertibility(clean, noisy) < 1e-3
+    z = fast.encode(noisy, clean)[0]
+    assert 1e-6 < _rel(z, model.encode(noisy, clean)[0]) < 0.1  # bf16 really ran, and is close
