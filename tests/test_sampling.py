@@ -117,6 +117,9 @@ def test_random_records_configs_and_labels_override(model) -> None:
     assert list(params.configs) == picked
     _, params = source(_clean(b=2), labels=["C_03200", 0])
     assert params.configs == ("C_03200", "A_00100")
+    _, params = source(_clean(b=2), labels=[None, "B_00800"], seeds=[5, 6])
+    _, picked = source(_clean(b=2), seeds=[5, 6])
+    assert params.configs == (picked.configs[0], "B_00800")  # None: the item's own random pick
     with pytest.raises(ValueError, match="Z_00001"):
         source(_clean(b=1), labels=["Z_00001"])
 
