@@ -710,6 +710,8 @@ def generate(
             "library_version": naflow_aug.__version__,
         }
         if rank == 0:
+            if hdf5.remove_stale_join_temporaries(out):
+                log.info("removed the temporary output of an interrupted join")
             if config.overwrite and parts.exists():
                 shutil.rmtree(parts)
             parts.mkdir(parents=True, exist_ok=True)

@@ -252,6 +252,7 @@ def test_killed_runs_resumed_equal_an_uninterrupted_run(sim, tiny_ckpt, script, 
     assert 0 < done < 100
     with pytest.raises(ValueError, match="partial generation .* --resume"):
         generate(_config(out, sim, tiny_ckpt))
+    (out.parent / f".{out.name}.99999.tmp").write_bytes(b"the output of a join killed midway")
     subprocess.run([sys.executable, str(script), str(out), str(sim), str(tiny_ckpt), "1", "0"],
                    env=_env(), check=True, timeout=120)  # fmt: skip
     got, want = _read(out), _read(reference)

@@ -23,6 +23,7 @@ temporary name that is renamed when the completion marker has been written.
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import logging
 import os
@@ -182,6 +183,17 @@ def remove_stale_temporaries(parts: Path, indices: Sequence[int] | None = None) 
     for tmp in parts.glob(".part-*.tmp"):
         name = tmp.name[1:].rsplit(".", 2)[0]
         if wanted is None or name in wanted:
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def remove_stale_join_temporaries(out: str | os.PathLike) -> int:
+    """Delete the temporary outputs ``.<out name>.<pid>.tmp`` of joins that a killed run left behind."""
+    out = Path(out)
+    removed = 0
+    for tmp in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
+        if tmp.name[len(out.name) + 2 : -4].isdigit():
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed

@@ -226,3 +226,11 @@ def test_dataloader_with_two_workers_and_distributed_sampler(two_files):
             seen.append(batch["clean"].shape[0])
     assert sum(seen) == 10  # 9 samples padded to 2 x 5 by the sampler
     assert ds._files is None  # the parent process never opened the files
+
+
+def test_stale_join_temporaries_are_removed(tmp_path):
+    (tmp_path / ".o.h5.4242.tmp").write_bytes(b"partial join")
+    (tmp_path / ".o.h5.notapid.tmp").write_bytes(b"someone else's")
+    (tmp_path / ".other.h5.4242.tmp").write_bytes(b"another output's")
+    assert hdf5.remove_stale_join_temporaries(tmp_path / "o.h5") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".o.h5.notapid.tmp", ".other.h5.4242.tmp"]
