@@ -463,6 +463,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", choices=("default", "tiny"), default="default",
                    help="default (~15 min on 2 CPU cores) or tiny (~1 min, a smoke test)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0: torch's own)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (finished: nothing)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_demo)
@@ -477,7 +478,8 @@ def _run_demo(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         results = run_demo(args.out, data=args.data, model=args.model, device=args.device, size=args.size,
-                           progress=not args.no_progress, resume=args.resume, seed=args.seed)
+                           progress=not args.no_progress, resume=args.resume, seed=args.seed,
+                           threads=args.threads)
     except (ValueError, FileNotFoundError) as err:
         print(f"naflow-aug demo: error: {err}", file=sys.stderr)
         return 2
