@@ -264,3 +264,22 @@ def test_tiled_matches_untiled(model) -> None:
     nas_w = make_noise_source("nas", model, tile_size=None).nas_weights(clean, reference)
     assert w_t is not None and torch.allclose(nas_t, nas_w, atol=1e-3)
     assert int(nas_t.argmax()) == 2
+
+
+def test_default_overlap_is_seamless_for_the_official_architecture(shared_dir) -> None:
+    """With the published architecture (trained fixture weights) and the default overlap, tiled and untiled
+    outputs agree to float noise: the overlap covers the flow's receptive field."""
+    from naflow_aug.checkpoints import model_from_checkpoint
+
+    data = torch.load(shared_dir / "fixtures" / "official_naflow_nas.pt", weights_only=True)
+    net = model_from_checkpoint(data["checkpoint"], "official_naflow_nas.pt").freeze()
+    g = torch.Generator().manual_seed(0)
+    clean = (
+        (torch.rand(1, 3, 16, 24, generator=g) * 0.6 + 0.2).repeat_interleave(8, 2).repeat_interleave(8, 3)
+    )
+    overlap = tiling.DEFAULT_OVERLAP
+    tiled = make_noise_source("config:S6_03200", net, tile_size=64 + 2 * overlap, overlap=overlap)
+    noisy_t, params = tiled(clean, generator=g)
+    noisy_w = make_noise_source("config:S6_03200", net, tile_size=None).replay(clean, params)
+    assert len(tiling.make_tiles(128, 192, 8, 64 + 2 * overlap, overlap)) == 6
+    assert float((noisy_t - noisy_w).abs().max()) < 2e-3
