@@ -6,13 +6,15 @@ everything else as well: scan the source, read and crop the PNGs (a reader threa
 parts (a writer thread), fsync, rename, and join them into the output file. Target: ratio >= 0.9.
 
     .venv/bin/python benchmarks/bench_generate.py            # SIDD-mini tiles, published architecture
-    .venv/bin/python benchmarks/bench_generate.py --samples 16 --crop 64  # quick
-    .venv/bin/python benchmarks/bench_generate.py --device cuda --crop 256 --batch-size 16 --samples 512
+    .venv/bin/python benchmarks/bench_generate.py --images 1 --crop 64  # quick
+    .venv/bin/python benchmarks/bench_generate.py --crops random --images 48 --samples-per-crop 1  # I/O-heavy
+    .venv/bin/python benchmarks/bench_generate.py --device cuda --crop 256 --batch-size 16 --images 64
 
 Model: ``--model NAME_OR_PATH``; default: the official-layout Lightning fixture in ``../shared/fixtures``
 (the published architecture with test weights), else a randomly initialised published architecture.
 Source: ``--source`` folder; default ``../shared/data/sidd-medium-mini``, else a simulated camera folder.
-The measurements alternate (raw, generate, raw, generate, ...) and the table reports the medians.
+The measurements alternate (raw, generate, raw, generate, ...) and the table reports the medians of wall
+time and, since a busy shared machine inflates wall times unevenly, of process CPU time (all threads).
 """
 
 from __future__ import annotations
@@ -62,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="bundled name or checkpoint (default: see above)")
     p.add_argument("--source", help="SIDD-Medium-layout or paired folder (default: see above)")
-    p.add_argument("--samples", type=int, default=48, help="samples per measurement (one crop per image)")
-    p.add_argument("--crop", type=int, default=96)
+    p.add_argument("--images", type=int, default=4, help="source images (pairs) used")
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--crops", choices=("grid", "random"), default="grid")
+    p.add_argument("--crops-per-image", type=int, default=1, help="with --crops random")
+    p.add_argument("--samples-per-crop", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--part-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
@@ -83,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
 
         def config(out: Path) -> GenerateConfig:
             return GenerateConfig(
-                out=str(out), source=source, model=model, noise="nas", crop=args.crop, crops="random",
-                crops_per_image=1, samples_per_crop=1, seed=0, batch_size=args.batch_size,
-                part_size=args.part_size, max_images=args.samples, progress=False,
+                out=str(out), source=source, model=model, noise="nas", crop=args.crop, crops=args.crops,
+                crops_per_image=args.crops_per_image, samples_per_crop=args.samples_per_crop, seed=0,
+                batch_size=args.batch_size, part_size=args.part_size, max_images=args.images, progress=False,
             )  # fmt: skip
 
         cfg = config(tmp / "x.h5")
@@ -107,13 +112,17 @@ def main(argv: list[str] | None = None) -> int:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
 
+        cpu_raw, cpu_gen = [], []  # process CPU seconds (all threads): robust to a busy, shared machine
+
         def raw() -> float:
             sync()
+            c0 = time.process_time()
             t0 = time.perf_counter()
             for c, r, s in batches:
                 noisy, _ = noise(c, r, s)
                 noisy.cpu()
             sync()
+            cpu_raw.append(time.process_time() - c0)
             return time.perf_counter() - t0
 
         class Timed:  # the same noise function, timing what the generator spends inside it
@@ -132,10 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         def gen(i: int) -> float:
             out = tmp / f"gen{i}.h5"
             timed = Timed()
+            c0 = time.process_time()
             t0 = time.perf_counter()
             generate(GenerateConfig(**{**cfg.__dict__, "out": str(out)}), noise_fn=timed, model_sha=sha)
             sync()
             seconds = time.perf_counter() - t0
+            cpu_gen.append(time.process_time() - c0)
             outside_s.append(seconds - timed.inside)
             out.unlink()
             return seconds
@@ -150,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     name = (
         torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     )
-    print(f"bench_generate: {n} samples of {args.crop}x{args.crop}, batch {args.batch_size}, "
+    print(f"bench_generate: {n} samples of {args.crop}x{args.crop} ({args.crops} crops of {args.images} "
+          f"images, {args.samples_per_crop} per crop), batch {args.batch_size}, "
           f"model {Path(model).name}, source {Path(source).name}, device {name}")  # fmt: skip
     print()
     print("| measurement | samples | median s | samples/s | ratio to raw NAS |")
@@ -162,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{raw_med / gen_med:.2f} |")  # fmt: skip
     print(f"| generate, best run (vs best raw run) | {n} | {min(gen_s):.2f} | {n / min(gen_s):.2f} | "
           f"{min(raw_s) / min(gen_s):.2f} |")  # fmt: skip
+    cr, cg = statistics.median(cpu_raw), statistics.median(cpu_gen)
+    print(
+        f"| CPU time, all threads (median; raw {cr:.2f} s) | {n} | {cg:.2f} | {n / cg:.2f} | {cr / cg:.2f} |"
+    )
     print()
     print(f"all runs (s): raw {[round(x, 2) for x in raw_s]}, generate {[round(x, 2) for x in gen_s]}")
     print(
