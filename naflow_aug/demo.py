@@ -65,6 +65,9 @@ class DemoSize:
     gen_crop: int = 96
     gen_stride: int = 64
     gen_crops_per_image: int = 2  # real data: random crops per image
+    # real data: the training pairs of the baselines and denoisers are random crops, decoded once
+    train_crop: int = 256
+    train_crops_per_image: int = 4
     # denoiser bench (overrides of bench's cpu preset)
     bench: dict[str, Any] = field(default_factory=dict)
     bench_val_pairs: int = 8  # held-out pairs scored after every epoch (the curves)
@@ -272,6 +275,31 @@ def _read_pairs(pairs: list[Any], crop: int, multiple: int = 8) -> list[Any]:
     return out
 
 
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _training_pairs(d: _Data, size: DemoSize, seed: int, progress: bool) -> Any:
+    """The training pairs the baselines are fitted on and the denoisers train on: the whole (small)
+    simulated images, or ``train_crops_per_image`` random crops of each real image, decoded once."""
+    from tqdm.auto import tqdm
+
+    from naflow_aug.data.sidd import SiddMediumDataset
+
+    pairs = d.select(d.train_ids)
+    if d.simulated:
+        return SiddMediumDataset(pairs=pairs, augment=False, preload=True, progress=progress)
+    ds = SiddMediumDataset(
+        pairs=pairs, crop_size=size.train_crop, augment=False, generator=torch.Generator().manual_seed(seed)
+    )
+    items = []
+    for i in tqdm(range(len(ds)), desc="training crops", unit="image", disable=not progress, leave=False):
+        for _ in range(size.train_crops_per_image):
+            it = ds[i]
+            items.append({"clean": _to_uint8(it["clean"]), "noisy": _to_uint8(it["noisy"]), "cls": it["cls"]})
+    return items
+
+
 # ---------------------------------------------------------------------------------------------- stages
 
 
@@ -377,6 +405,7 @@ def _bench(
     baselines: Any,
     profile: Path,
     h5: Path,
+    train_ds: Any,
     test: list[Any],
     device: str,
     seed: int,
@@ -386,12 +415,8 @@ def _bench(
     from torch import nn
 
     from naflow_aug import bench
-    from naflow_aug.data.sidd import SiddMediumDataset
 
     preset = bench.load_preset("cpu", seed=seed, **size.bench)
-    train_ds = SiddMediumDataset(
-        pairs=d.select(d.train_ids), augment=False, preload=d.simulated, progress=progress
-    )
     sigma = _sigma(baselines)
     specs = ["real", f"profile:{profile}", "gaussian-per-config", "poisson-gaussian", f"gaussian:{sigma}"]
     names = [
@@ -571,14 +596,13 @@ def _run_demo(
     test = _read_pairs(d.select(d.test_ids), spec.eval_crop, net.size_multiple)
     calib = _read_pairs(d.select(d.calib_ids), spec.eval_crop, net.size_multiple)
 
+    train_ds = timer.run("read training pairs", lambda: _training_pairs(d, spec, seed, progress))
+
     def fit_baselines() -> Baselines:
         path = out / "baselines.json"
         if path.is_file():
             return Baselines.load(path)
-        from naflow_aug.data.sidd import SiddMediumDataset
-
-        ds = SiddMediumDataset(pairs=d.select(d.train_ids), augment=False)
-        fitted = bench.fit_dataset_baselines(ds, progress=progress)
+        fitted = bench.fit_dataset_baselines(train_ds, progress=progress)
         fitted.save(path)
         return fitted
 
@@ -615,7 +639,19 @@ def _run_demo(
     bench_results = timer.run(
         "denoisers",
         lambda: _bench(
-            out, d, spec, net, baselines, profile, Path(gen["file"]), test, device, seed, resume, progress
+            out,
+            d,
+            spec,
+            net,
+            baselines,
+            profile,
+            Path(gen["file"]),
+            train_ds,
+            test,
+            device,
+            seed,
+            resume,
+            progress,
         ),
     )
 

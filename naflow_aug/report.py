@@ -277,7 +277,7 @@ def _sections(results: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
             f"instance: {d['train_instances']} training instances, {d['test_instances']} held-out test "
             f"instances ({d['test_pairs']} pairs), calibration instances "
             f"{', '.join(d['calibration_instances'])} "
-            f"({d['calibration_pairs']} pairs of camera {d['calibration_class']}).",
+            f"({d['calibration_pairs']} pair(s) of camera {d['calibration_class']}).",
             None,
         )
     )
