@@ -610,11 +610,11 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
         diffs = _config_differences(saved, config, ignore=("steps", "device", "num_workers", "threads"))
         if diffs:
             raise ValueError(f"cannot resume {run_path} with a different configuration: {'; '.join(diffs)}")
-        if run is not None and run.finished and saved.steps == config.steps:
+        if (run_path / "results.json").is_file() and saved.steps == config.steps:
             logger.info("%s has finished; nothing to do", run_path)
             import json
 
-            return json.loads(run.results_path.read_text())
+            return json.loads((run_path / "results.json").read_text())
 
     device = _select_device(config.device, ddp.local_rank)
     if device.type == "cuda":

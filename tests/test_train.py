@@ -165,3 +165,34 @@ def test_pipeline_presets_load(name: str) -> None:
         assert config == training.PRESETS["paper"].replace(**{k: getattr(config, k) for k in ("data",)})
         assert (config.lr, config.betas, config.batch_size, config.crop_size) == (1e-4, (0.9, 0.99), 8, 160)
         assert config.lr_milestones == (50_000, 75_000, 90_000) and config.steps == 100_000
+
+
+DDP_SCRIPT = """
+import sys, torch
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_train import _config
+from naflow_aug import train as training
+torch.set_num_threads(1)
+training.train(_config(Path({data!r}), steps=8, checkpoint_every=4, val_every=0, val_max_pairs=1),
+               {run!r}, progress=False)
+"""
+
+
+def test_torchrun_two_processes_gloo(data_dir: Path, tmp_path: Path) -> None:
+    """`torchrun --nproc_per_node 2` trains with DDP on the CPU (gloo) without code changes."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), data=str(data_dir),
+                                        run=str(tmp_path / "run")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["world_size"] == 2 and results["steps"] == 8
+    assert naflow_aug.load(tmp_path / "run" / "model.pt").classes == results["classes"]
