@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -378,25 +379,53 @@ def _crop(image: np.ndarray, top: int, left: int, c: int) -> np.ndarray:
     return image[top : top + c, left : left + c]
 
 
+_DECODE_THREADS = max(1, min(4, (os.cpu_count() or 1) // 2))
+
+
+def _load_pair(rec: SourceImage, with_reference: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    return read_image(rec.clean), (read_image(rec.noisy) if with_reference else None)
+
+
 def _read_rows(
-    plan: Plan, indices: np.ndarray, with_reference: bool, cache: dict[str, Any]
+    plan: Plan,
+    indices: np.ndarray,
+    with_reference: bool,
+    cache: dict[str, Any],
+    pool: ThreadPoolExecutor | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Crops of samples ``indices``; holds only the image last read (sources of any size, bounded memory)."""
+    """Crops of samples ``indices``. Images are decoded a few at a time (in ``pool``'s threads; PNG decoding
+    releases the GIL) and dropped once cropped, except the last one, kept in ``cache`` for the next batch:
+    at most ``pool threads + 1`` images are held, whatever their size."""
     c = plan.crop
     clean = np.empty((len(indices), c, c, 3), dtype=np.uint8)
     reference = np.empty_like(clean) if with_reference else None
+    rows_of: dict[int, list[int]] = {}
     for row, i in enumerate(indices):
-        j = int(plan.image[i])
-        if cache.get("j") != j:
+        rows_of.setdefault(int(plan.image[i]), []).append(row)
+    order = list(rows_of)  # images in order of first use; the last one is kept for the next batch
+    step = _DECODE_THREADS if pool is not None else 1
+    for k in range(0, len(order), step):
+        chunk = order[k : k + step]
+        todo = [j for j in chunk if cache.get("j") != j]
+        if pool is not None and len(todo) > 1:
+            loaded = dict(
+                zip(todo, pool.map(lambda j: _load_pair(plan.images[j], with_reference), todo), strict=True)
+            )
+        else:
+            loaded = {j: _load_pair(plan.images[j], with_reference) for j in todo}
+        for j in chunk:
+            image, noisy = (cache["clean"], cache["noisy"]) if cache.get("j") == j else loaded[j]
+            for row in rows_of[j]:
+                i = indices[row]
+                t, left = int(plan.top[i]), int(plan.left[i])
+                clean[row] = _crop(image, t, left, c)
+                if reference is not None:
+                    reference[row] = _crop(noisy, t, left, c)
+        last = chunk[-1]
+        if cache.get("j") != last:
             cache.clear()
-            rec = plan.images[j]
-            cache["j"] = j
-            cache["clean"] = read_image(rec.clean)
-            cache["noisy"] = read_image(rec.noisy) if with_reference else None
-        t, left = int(plan.top[i]), int(plan.left[i])
-        clean[row] = _crop(cache["clean"], t, left, c)
-        if reference is not None:
-            reference[row] = _crop(cache["noisy"], t, left, c)
+            cache.update(j=last, clean=loaded[last][0], noisy=loaded[last][1])
+        del loaded
     return clean, reference
 
 
@@ -404,11 +433,24 @@ def _batches(
     plan: Plan, parts: Sequence[int], batch_size: int, with_reference: bool, mode: str
 ) -> Iterator[_Batch]:
     cache: dict[str, Any] = {}
+    with ThreadPoolExecutor(_DECODE_THREADS, thread_name_prefix="naflow-aug-decode") as pool:
+        yield from _batches_with(plan, parts, batch_size, with_reference, mode, cache, pool)
+
+
+def _batches_with(
+    plan: Plan,
+    parts: Sequence[int],
+    batch_size: int,
+    with_reference: bool,
+    mode: str,
+    cache: dict[str, Any],
+    pool: ThreadPoolExecutor,
+) -> Iterator[_Batch]:
     for p in parts:
         start, stop = plan.part_range(p)
         for b0 in range(start, stop, batch_size):
             idx = np.arange(b0, min(b0 + batch_size, stop))
-            clean, reference = _read_rows(plan, idx, with_reference, cache)
+            clean, reference = _read_rows(plan, idx, with_reference, cache, pool)
             recs = [plan.images[int(plan.image[i])] for i in idx]
             meta = {
                 "index": idx.astype(np.int64),

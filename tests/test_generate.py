@@ -409,3 +409,32 @@ def test_real_sidd_mini_tiles(shared_dir, tiny_ckpt, tmp_path):
     for label, ref, src in zip(labels, refs, sources, strict=True):
         assert "_NOISY_SRGB_" in ref and ref.replace("_NOISY_", "_GT_") == src and f"_{label}_" in src
     assert verify(out, regenerate=3).ok
+
+
+def test_crops_are_read_with_few_images_held(sim, tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from naflow_aug import generate as gen
+
+    plan = make_plan(_config(tmp_path / "o.h5", sim, crops="random", crops_per_image=2, samples_per_crop=1))
+    decoded = []
+
+    def counting_read(path):
+        decoded.append(path)
+        return read_image(path)
+
+    monkeypatch.setattr(gen, "read_image", counting_read)
+    cache: dict = {}
+    rows = []
+    with ThreadPoolExecutor(2) as pool:
+        for b0 in range(0, plan.num_samples, 5):  # batches that span several images and split some
+            idx = np.arange(b0, min(b0 + 5, plan.num_samples))
+            clean, reference = gen._read_rows(plan, idx, True, cache, pool)
+            rows.append((idx, clean, reference))
+            assert set(cache) == {"j", "clean", "noisy"}  # one image pair kept between batches
+    assert len(decoded) == 2 * len(plan.images)  # each (clean, noisy) pair decoded once: no re-reads
+    for idx, clean, reference in rows:
+        for i, c, r in zip(idx, clean, reference, strict=True):
+            rec, t, left = plan.images[plan.image[i]], plan.top[i], plan.left[i]
+            np.testing.assert_array_equal(c, read_image(rec.clean)[t : t + 16, left : left + 16])
+            np.testing.assert_array_equal(r, read_image(rec.noisy)[t : t + 16, left : left + 16])
