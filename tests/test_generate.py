@@ -438,3 +438,26 @@ def test_crops_are_read_with_few_images_held(sim, tmp_path, monkeypatch):
             rec, t, left = plan.images[plan.image[i]], plan.top[i], plan.left[i]
             np.testing.assert_array_equal(c, read_image(rec.clean)[t : t + 16, left : left + 16])
             np.testing.assert_array_equal(r, read_image(rec.noisy)[t : t + 16, left : left + 16])
+
+
+@pytest.mark.parametrize("compression,join", [("lzf", "copy"), ("gzip", "vds")])
+def test_compression_and_virtual_join_keep_the_bytes(sim, tmp_path, compression, join):
+    plain = generate(_config(tmp_path / "plain.h5", sim, source_kind="clean"), noise_fn=StandIn())
+    packed = generate(
+        _config(tmp_path / "packed.h5", sim, source_kind="clean", compression=compression, join=join),
+        noise_fn=StandIn(),
+    )
+    with h5py.File(packed.out, "r") as f:
+        assert f["clean"].is_virtual == (join == "vds")
+        part = hdf5.part_path(hdf5.parts_dir(packed.out), 0)
+        if join == "copy":
+            assert f["clean"].compression == compression and not part.exists()
+        else:
+            with h5py.File(part, "r") as p:
+                assert p["clean"].compression == compression
+    a, b = _read(plain.out), _read(packed.out)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    ds = hdf5.HDF5PairDataset([plain.out, packed.out], crop=8, flips=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, shuffle=True, num_workers=2)
+    assert sum(batch["noisy"].shape[0] for batch in loader) == 2 * plain.num_samples
