@@ -461,3 +461,22 @@ def test_compression_and_virtual_join_keep_the_bytes(sim, tmp_path, compression,
     ds = hdf5.HDF5PairDataset([plain.out, packed.out], crop=8, flips=True)
     loader = torch.utils.data.DataLoader(ds, batch_size=4, shuffle=True, num_workers=2)
     assert sum(batch["noisy"].shape[0] for batch in loader) == 2 * plain.num_samples
+
+
+def test_profile_noise_on_a_clean_only_folder(sim, tiny_ckpt, tmp_path):
+    import naflow_aug
+    from naflow_aug.profiles import NoiseProfile
+
+    classes = naflow_aug.load(tiny_ckpt).classes
+    profile = NoiseProfile(classes=classes, weights=[0.2, 0.0, 0.8][: len(classes)]).save(tmp_path / "p.json")
+    out = tmp_path / "prof.h5"
+    generate(
+        _config(out, sim, tiny_ckpt, noise=f"profile:{profile}", source_kind="clean", samples_per_crop=1)
+    )
+    with h5py.File(out, "r") as f:
+        np.testing.assert_allclose(f["meta/weights"][...], np.tile([0.2, 0.0, 0.8], (f["clean"].shape[0], 1)))
+        assert (
+            set(f["meta/noise"].asstr()[...]) == {f"profile:{profile}"}
+            and f["meta/reference"].asstr()[0] == ""
+        )
+    assert verify(out, regenerate=3, tolerance=0).ok
