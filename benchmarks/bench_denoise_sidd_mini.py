@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         clean=args.data,
         noise=sources,
         split=args.split,
+        denoisers=["identity"],  # the noisy input: the reference row
         sidd_val=args.sidd_val,
         preset=args.preset,
         model=args.model,

@@ -983,7 +983,8 @@ def bench_from_paths(
     """What ``naflow-aug bench`` does: build the training sources and scoring sets from paths, then
     :func:`run_benchmark`. ``train``: HDF5 files (one row); ``clean`` + ``noise``: one row per noise
     source (a SIDD-Medium-layout folder also gives real noisy references: ``real``, ``nas``, fitted
-    baselines; a plain folder gives clean images only); ``denoisers``: checkpoints scored as they are.
+    baselines; a plain folder gives clean images only); ``denoisers``: checkpoints scored as they are
+    (``'identity'``: the noisy input, a reference row).
     ``overrides`` change preset fields (``epochs=``, ``steps_per_epoch=``, ``seed=``).
     """
     run = RunDir(out)
@@ -1028,6 +1029,9 @@ def bench_from_paths(
     for ckpt in denoisers:
         from naflow_aug.denoisers.dncnn import load_dncnn
 
+        if str(ckpt) == "identity":  # the noisy input itself: the table's reference row
+            sources.append(TrainSource("noisy input", None, describe="no denoising", model=nn.Identity()))
+            continue
         sources.append(
             TrainSource(
                 f"checkpoint:{Path(ckpt).name}", None, describe=str(ckpt), model=load_dncnn(ckpt, device)

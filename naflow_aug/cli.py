@@ -145,7 +145,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="CKPT",
-        help="score this DnCNN checkpoint as it is (KAIR layout; repeatable)",
+        help="score this DnCNN checkpoint as it is (KAIR layout; repeatable); `identity`: the noisy input",
     )
     ev = p.add_argument_group("scoring")
     ev.add_argument(

@@ -209,14 +209,25 @@ def test_cli_bench_on_a_sidd_folder_with_split(tmp_path, capsys):
     (tmp_path / "tiny.toml").write_text("\n".join(lines).replace("True", "true") + "\n")
     argv = ["bench", "--clean", str(tmp_path / "sidd"), "--noise", "real", "--noise", "poisson-gaussian",
             "--split", str(tmp_path / "split.toml"), "--preset", str(tmp_path / "tiny.toml"), "--steps", "2",
-            "--out", str(tmp_path / "run"), "--no-progress"]  # fmt: skip
+            "--out", str(tmp_path / "run"), "--no-progress", "--denoiser", "identity"]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "| real |" in printed and "| poisson-gaussian |" in printed
     res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert [r["source"] for r in res["rows"]] == ["real", "poisson-gaussian", "noisy input"]
     for row in res["rows"]:
         assert row["pairs"]["overall"]["n"] == 2 and set(row["pairs"]["groups"]) == {"S6", "GP"}
-        assert row["steps"] == 3 * 2
+        assert row["steps"] == (0 if row["source"] == "noisy input" else 3 * 2)
+    # the reference row scores the held-out noisy images themselves (instances 0003 and 0004)
+    from naflow_aug.data.images import load_image
+
+    held = [sorted((tmp_path / "sidd" / "Data").glob(f"{i}_*"))[0] for i in ("0003", "0004")]
+    direct = [
+        float(metrics.psnr(load_image(next(d.glob("*NOISY*")))[None].double(),
+                           load_image(next(d.glob("*GT*")))[None].double()))
+        for d in held
+    ]  # fmt: skip
+    assert res["rows"][2]["pairs"]["overall"]["psnr"] == pytest.approx(np.mean(direct), abs=1e-6)
     assert (tmp_path / "run" / "baselines.json").is_file()
     assert main([*argv, "--resume"]) == 0
     assert main(["bench", "--noise", "real", "--out", str(tmp_path / "x")]) == 2
