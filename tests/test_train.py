@@ -196,3 +196,27 @@ def test_torchrun_two_processes_gloo(data_dir: Path, tmp_path: Path) -> None:
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["world_size"] == 2 and results["steps"] == 8
     assert naflow_aug.load(tmp_path / "run" / "model.pt").classes == results["classes"]
+
+
+def test_fine_tune_starts_from_the_checkpoint(data_dir: Path, tmp_path: Path) -> None:
+    first = training.train(_config(data_dir, steps=8, val_every=0, val_max_pairs=1), tmp_path / "a",
+                           progress=False)
+    start = naflow_aug.load(first["model"])
+    # A near-zero learning rate: the fine-tuned weights must stay those of the checkpoint (in particular
+    # ActNorm must not be re-initialised from the data).
+    config = _config(data_dir, init=first["model"], steps=4, lr=1e-9, latent_lr=1e-9, val_every=0,
+                     val_max_pairs=1, lr_milestones=())
+    tuned = naflow_aug.load(training.train(config, tmp_path / "b", progress=False)["model"])
+    assert tuned.classes == start.classes
+    for (name, a), b in zip(start.state_dict().items(), tuned.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+
+
+def test_fine_tune_official_checkpoint(data_dir: Path, tmp_path: Path, shared_dir: Path) -> None:
+    ckpt = shared_dir / "fixtures" / "official_naflow_lightning.ckpt"
+    config = _config(data_dir, init=str(ckpt), steps=2, val_every=0, val_max_pairs=1, checkpoint_every=2,
+                     model={})
+    results = training.train(config, tmp_path / "official", progress=False)
+    model = naflow_aug.load(results["model"])
+    assert len(model.classes) == 34 and set(CONFIGS) <= set(model.classes)
+    assert np.isfinite(results["last_train"]["loss"])
