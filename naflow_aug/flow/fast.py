@@ -179,7 +179,9 @@ def build_plan(model: NAFlow) -> _Plan:
         if isinstance(layer, Squeeze):
             # a per-pixel map before a squeeze is the same map on each of the 4 sub-pixels after it
             ops.append(("squeeze",))
-            a = torch.kron(a, torch.eye(4, dtype=a.dtype, device=device))
+            # the squeezed tensor is kept in sub-pixel-major channel order (see `_squeeze`): the next
+            # affine map takes its columns in that order
+            a = torch.kron(a, torch.eye(4, dtype=a.dtype, device=device))[:, _subpixel_major(channels)]
             b = b.repeat_interleave(4)
             channels, level = channels * 4, level + 1
             continue
@@ -204,16 +206,32 @@ def build_plan(model: NAFlow) -> _Plan:
             split.append(layer.coupling.split)
     flush()
 
+    # encoder; feature maps are kept in sub-pixel-major channel order, their users' columns permuted
     enc = model.encoder
     enc_w, enc_b = [], []
     w_in, b_in = enc.inp.weight.detach().double().flatten(1), enc.inp.bias.detach().double()
+    quarter = enc.down[0].weight.shape[0]
+    order = _subpixel_major(quarter)
     for i, conv in enumerate(enc.down):
         w, bias = conv.weight.detach().double().flatten(1), conv.bias.detach().double()
-        if i == 0:  # level 0's width-channel map is only an input of the first down convolution
+        if i == 0:
+            # level 0's width-channel map only feeds the first down convolution: compose the two, and
+            # apply them after squeezing the 3-channel image (4 sub-pixels -> block-diagonal kron(I4, W))
             w, bias = w @ w_in, w @ b_in + bias
+            w = torch.kron(torch.eye(4, dtype=w.dtype, device=device), w)
+            bias = bias.repeat(4)
+        else:
+            w = w[:, order]
         enc_w.append(w)
         enc_b.append(bias)
+    for net in couplings + injectors:
+        net.w_cond = net.w_cond[:, order]
     return _Plan(ops, affines, couplings, injectors, step_level, split, enc_w, enc_b, logdet, eps)
+
+
+def _subpixel_major(channels: int) -> Tensor:
+    """Index i = k*C + c (sub-pixel-major, what `_squeeze` makes) -> c*4 + k (the model's `squeeze2x2`)."""
+    return torch.arange(4 * channels).view(channels, 4).T.reshape(-1)
 
 
 # ----------------------------------------------------------------------------------------- kernels
@@ -240,22 +258,27 @@ def _conv3x3(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
 def _subnet_tail(h: Tensor, net: _SubNetPlan, eps: float) -> tuple[Tensor, Tensor]:
     """relu'd first layer (B, H, W, hidden) -> (shift, scale) (B, H, W, c) each."""
     r = _conv3x3(h, net.w3, net.b3).relu_()
-    h = _linear(r, net.w_res, add=h)
+    if h.dtype == r.dtype == net.w_res.dtype:  # residual in place (h is ours); autocast has no in-place addmm
+        h.view(-1, h.shape[-1]).addmm_(r.reshape(-1, r.shape[-1]), net.w_res.T)
+    else:
+        h = _linear(r, net.w_res, add=h)
     out = _linear(h, net.w_out, net.b_out)
     c = out.shape[-1] // 2
     return out[..., :c], torch.sigmoid(out[..., c:]).add_(eps)
 
 
 def _squeeze(x: Tensor) -> Tensor:
-    """Channels-last (B, H, W, C) -> (B, H/2, W/2, 4C), channel c*4 + dy*2 + dx as `squeeze2x2`."""
+    """Channels-last (B, H, W, C) -> (B, H/2, W/2, 4C), channel (dy*2 + dx)*C + c: the model's squeeze2x2
+    up to a channel permutation that the plan folds into the next linear map. This order moves whole
+    C-channel pixels (the model's c*4 + k order would gather single floats: several times slower)."""
     b, h, w, c = x.shape
-    return x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 5, 2, 4).reshape(b, h // 2, w // 2, 4 * c)
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(2, 3).reshape(b, h // 2, w // 2, 4 * c)
 
 
 def _unsqueeze(x: Tensor) -> Tensor:
+    """Inverse of `_squeeze`."""
     b, h, w, c4 = x.shape
-    c = c4 // 4
-    return x.view(b, h, w, c, 2, 2).permute(0, 1, 4, 2, 5, 3).reshape(b, 2 * h, 2 * w, c)
+    return x.view(b, h, w, 2, 2, c4 // 4).transpose(2, 3).reshape(b, 2 * h, 2 * w, c4 // 4)
 
 
 @dataclass
@@ -376,11 +399,10 @@ class FastNAFlow:
 
     def _condition(self, clean: Tensor) -> CleanFeatures:
         plan = self.plan
-        x = clean.to(plan.enc_w[0].dtype).permute(0, 2, 3, 1)
-        feats = []
-        for w, b in zip(plan.enc_w, plan.enc_b, strict=True):
-            x = _squeeze(_linear(x, w, b))
-            feats.append(x)
+        x = _squeeze(clean.to(plan.enc_w[0].dtype).permute(0, 2, 3, 1))
+        feats = [_linear(x, plan.enc_w[0], plan.enc_b[0])]
+        for w, b in zip(plan.enc_w[1:], plan.enc_b[1:], strict=True):
+            feats.append(_squeeze(_linear(feats[-1], w, b)))
         proj, shift, scale = [], [], []
         inj_logdet = clean.new_zeros(clean.shape[0], dtype=x.dtype)
         with self._autocast(x.device):
