@@ -773,7 +773,7 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
                     )
             with warnings.catch_warnings():
                 # a skipped first step leaves optimizer.step() uncalled; the schedule still counts it
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
                 scheduler.step()
             done = step + 1
             bar.update(1)
