@@ -72,7 +72,7 @@ class GenerateConfig:
     batch_size: int = 8
     part_size: int = 64
     max_images: int | None = None
-    device: str | None = None
+    device: str | None = None  # None: the CPU; "auto": CUDA when available; "cuda", "cuda:1", ...
     compression: Literal["none", "lzf", "gzip"] = "none"
     join: Literal["copy", "vds"] = "copy"
     resume: bool = False
@@ -652,6 +652,9 @@ def _barrier(world: int) -> None:
 
 
 def _resolve_device(device: str | None, world: int) -> str | None:
+    """``auto``: CUDA when available, else the CPU; under torchrun plain ``cuda`` is ``cuda:LOCAL_RANK``."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device is not None and device.startswith("cuda") and ":" not in device and world > 1:
         return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     return device
@@ -895,7 +898,7 @@ def verify(
         return report
     if noise_fn is None:
         try:
-            noise_fn, sha = load_noise(attrs["model"], attrs["noise"], device)
+            noise_fn, sha = load_noise(attrs["model"], attrs["noise"], _resolve_device(device, 1))
         except (ValueError, FileNotFoundError, OSError) as err:
             problems.append(f"cannot load the recorded model {attrs['model']!r} to regenerate: {err}")
             return report
