@@ -293,7 +293,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--part-size", type=int, default=64, help="samples per crash-safe part")
     p.add_argument("--max-images", type=int, default=None)
-    p.add_argument("--device", default=None, help="cpu (default), auto, cuda, cuda:1 (torchrun: cuda -> cuda:LOCAL_RANK)")
+    p.add_argument("--device", default=None,
+                   help="cpu (default), auto, cuda, cuda:1 (torchrun: cuda -> cuda:LOCAL_RANK)")
     p.add_argument("--compression", choices=("none", "lzf", "gzip"), default="none")
     p.add_argument("--join", choices=("copy", "vds"), default="copy",
                    help="copy: one self-contained file; vds: virtual datasets over <out>.parts/")
