@@ -46,7 +46,9 @@ def _run_train(args: argparse.Namespace) -> int:
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {k: v for k, v in (("data", args.data), ("init", args.init), ("split", args.split),
+    data = str(Path(args.data).resolve()) if args.data else None  # the run may be resumed from elsewhere
+    init = str(Path(args.init).resolve()) if args.init and Path(args.init).exists() else args.init
+    overrides = {k: v for k, v in (("data", data), ("init", init), ("split", args.split),
                                    ("seed", args.seed), ("device", args.device)) if v is not None}
     config = training.config_for_resume(args.out) if args.resume else None
     if config is not None:

@@ -220,3 +220,20 @@ def test_fine_tune_official_checkpoint(data_dir: Path, tmp_path: Path, shared_di
     model = naflow_aug.load(results["model"])
     assert len(model.classes) == 34 and set(CONFIGS) <= set(model.classes)
     assert np.isfinite(results["last_train"]["loss"])
+
+
+def test_cli_train_and_resume(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from naflow_aug import cli
+
+    config = tmp_path / "tiny.toml"
+    config.write_text('preset = "cpu"\nsteps = 4\nbatch_size = 2\ncrop_size = 16\nlog_every = 2\n'
+                      'checkpoint_every = 2\nval_every = 0\nval_crop = 32\nval_samples = 1\n'
+                      '[model]\nhidden_channels = 8\nencoder_channels = 8\n')
+    args = ["train", "--config", str(config), "--data", str(data_dir), "--out", str(tmp_path / "run"),
+            "--no-progress"]
+    assert cli.main(args) == 0
+    assert "trained 4 steps" in capsys.readouterr().out
+    assert cli.main([*args, "--resume", "--steps", "6"]) == 0  # extends the finished run
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 6
+    assert cli.main(args) == 2  # the run directory is taken: a clear error, not an overwrite
+    assert "already holds a training run" in capsys.readouterr().err
