@@ -376,8 +376,12 @@ def test_paired_folder_and_cli(sim, tiny_ckpt, tmp_path, capsys):
     assert cli_main(["verify", str(out), "--regenerate", "3"]) == 0
     printed = capsys.readouterr().out
     assert "regenerated 3 samples: 3 byte-exact" in printed and printed.strip().endswith("OK")
-    with h5py.File(out, "r") as f:
+    with h5py.File(out, "r+") as f:
         assert f["meta/reference"].asstr()[0] == "noisy/0.png"
+        del f.attrs["complete"]
+    assert cli_main(["verify", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert "completion marker" in printed and "FAILED (1 problems)" in printed
 
 
 def test_baseline_noise_without_a_model(sim, tmp_path):
