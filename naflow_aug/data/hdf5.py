@@ -398,7 +398,8 @@ class HDF5PairDataset(Dataset):
     Files are opened lazily in the process that reads (each DataLoader worker opens its own handles), so
     the dataset works with worker processes and ``DistributedSampler``. ``crop`` takes a random crop of
     that size and ``flips`` random horizontal/vertical flips, identical on both images; randomness comes
-    from ``generator`` or torch's default generator (which DataLoader seeds per worker).
+    from ``generator`` or torch's default generator (which DataLoader seeds per worker; a ``generator``
+    given here is copied into every worker, so leave it None with ``num_workers > 0``).
     """
 
     def __init__(
