@@ -57,7 +57,8 @@ class BenchPreset:
     ``lr`` is multiplied by ``lr_gamma`` at each epoch of ``lr_milestones``. Per-epoch validation uses
     the first ``val_images`` validation images (0: all) with ``val_blocks`` blocks each (0: all), or
     centre crops of ``val_crop`` (0: whole) of the first ``val_images`` pairs, and reports PSNR only;
-    the final evaluation (PSNR and SSIM) uses everything it is given.
+    the final evaluation (PSNR and SSIM) uses everything it is given. ``zero_init_last`` starts the
+    DnCNN as the identity (the CPU preset's short runs; the paper preset keeps PyTorch's init).
     """
 
     preset: Literal["cpu", "paper", "custom"] = "cpu"
@@ -76,6 +77,7 @@ class BenchPreset:
     val_images: int = 8
     val_blocks: int = 2
     val_crop: int = 128
+    zero_init_last: bool = True
     eval_batch_size: int = 8
     quantize: bool = True
     keep_checkpoints: int = 2
@@ -128,6 +130,7 @@ PAPER = BenchPreset(
     val_images=40,
     val_blocks=4,
     val_crop=0,
+    zero_init_last=False,
     keep_checkpoints=3,
 )
 PRESETS = {"cpu": CPU, "paper": PAPER}
@@ -165,6 +168,19 @@ def _writable(x: np.ndarray) -> np.ndarray:
 
 def to_image(x: Any) -> torch.Tensor:
     """One image as (3, H, W) float32 in [0, 1] from a (3, H, W) tensor/array or an (H, W, 3) uint8 array."""
+    return _to_float(_to_chw(x))
+
+
+def _to_float(x: torch.Tensor) -> torch.Tensor:
+    if x.dtype == torch.uint8:
+        return x.float().div_(255.0)
+    if not x.is_floating_point():
+        raise TypeError(f"expected uint8 or float images, got {x.dtype}")
+    return x.float()
+
+
+def _to_chw(x: Any) -> torch.Tensor:
+    """(3, H, W) tensor of the input's dtype (a view where possible) from (3, H, W) or (H, W, 3)."""
     if not isinstance(x, torch.Tensor):
         x = torch.from_numpy(_writable(np.asarray(x)))
     if x.ndim != 3:
@@ -173,11 +189,7 @@ def to_image(x: Any) -> torch.Tensor:
         x = x.permute(2, 0, 1)
     if x.shape[0] != 3:
         raise ValueError(f"expected 3 colour channels, got shape {tuple(x.shape)}")
-    if x.dtype == torch.uint8:
-        return x.float().div_(255.0)
-    if not x.is_floating_point():
-        raise TypeError(f"expected uint8 or float images, got {x.dtype}")
-    return x.float()
+    return x
 
 
 def to_batch(x: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -241,9 +253,10 @@ class PatchBatches:
             raise TypeError(
                 f"dataset items must be dicts with 'clean' (and 'noisy'), got {type(raw).__name__}"
             )
-        item: dict[str, Any] = {"clean": to_image(raw["clean"])}
+        # kept in the stored dtype (uint8 stays uint8): only the patches are converted to float
+        item: dict[str, Any] = {"clean": _to_chw(raw["clean"])}
         if raw.get("noisy") is not None:
-            item["noisy"] = to_image(raw["noisy"])
+            item["noisy"] = _to_chw(raw["noisy"])
             if item["noisy"].shape != item["clean"].shape:
                 raise ValueError(
                     f"item {index}: noisy {tuple(item['noisy'].shape)} != clean {tuple(item['clean'].shape)}"
@@ -269,9 +282,9 @@ class PatchBatches:
                 raise ValueError(f"item {i} is {h}x{w}, smaller than the {p}x{p} training patch")
             top = int(torch.randint(h - p + 1, (1,), generator=generator))
             left = int(torch.randint(w - p + 1, (1,), generator=generator))
-            cleans.append(item["clean"][:, top : top + p, left : left + p])
+            cleans.append(_to_float(item["clean"][:, top : top + p, left : left + p]))
             if "noisy" in item:
-                noisies.append(item["noisy"][:, top : top + p, left : left + p])
+                noisies.append(_to_float(item["noisy"][:, top : top + p, left : left + p]))
             configs.append(item.get("config"))
         clean = torch.stack(cleans).to(self.device)
         reference = torch.stack(noisies).to(self.device) if len(noisies) == len(cleans) else None
@@ -747,7 +760,7 @@ def run_benchmark(
         raise ValueError("nothing to score on: give sidd_val and/or evaluation pairs")
     device = init_distributed(device)
     rank, _ = _dist()
-    model_factory = model_factory or (lambda: DnCNN(preset.dncnn))
+    model_factory = model_factory or (lambda: make_dncnn(preset))
     config = {
         "preset": config_to_dict(preset),
         "sources": {s.name: s.describe for s in sources},
@@ -893,6 +906,17 @@ def _validation_subset(pairs: Iterable[Pair], preset: BenchPreset) -> Iterator[P
         yield name, group, noisy_b, clean_b
 
 
+def make_dncnn(preset: BenchPreset) -> DnCNN:
+    """The preset's DnCNN; with ``zero_init_last`` the last conv starts at zero (the network starts as
+    the identity, so a short CPU run learns to remove noise instead of first undoing a random init)."""
+    model = DnCNN(preset.dncnn)
+    if preset.zero_init_last:
+        last = model.model[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+    return model
+
+
 def _seeded_model(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
     # Same initial weights for every source without touching the caller's global RNG state.
     with torch.random.fork_rng(devices=[]):
@@ -934,6 +958,29 @@ def _is_sidd_layout(root: Path) -> bool:
     return any(FOLDER_RE.match(p.name) for p in data.iterdir() if p.is_dir())
 
 
+class SiddPairsInMemory:
+    """SIDD pairs decoded once into memory as items ``{'clean', 'noisy'}`` (H, W, 3) uint8 + ``'cls'``."""
+
+    def __init__(self, pairs: Sequence[Any], *, progress: bool = False):
+        if not pairs:
+            raise ValueError("no SIDD pairs selected")
+        self.pairs = list(pairs)
+        self.images = [
+            (read_image(p.clean_path), read_image(p.noisy_path))
+            for p in tqdm(self.pairs, desc="read pairs", disable=not progress, leave=False)
+        ]
+        for p, (c, n) in zip(self.pairs, self.images, strict=True):
+            if c.shape != n.shape:
+                raise ValueError(f"{p.noisy_path}: size {n.shape} differs from its clean image {c.shape}")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        clean, noisy = self.images[index]
+        return {"clean": clean, "noisy": noisy, "cls": self.pairs[index].cls}
+
+
 def sidd_split_data(
     root: str | os.PathLike, split: str | os.PathLike | None = None, *, progress: bool = False
 ) -> tuple[Any, Callable[[], Iterator[Pair]] | None]:
@@ -942,15 +989,16 @@ def sidd_split_data(
     With ``split`` (``'sidd-mini'`` or a split TOML) training uses the split's training instances and
     the held-out pairs are the real (noisy, clean) images of its validation instances, grouped by phone.
     """
-    from naflow_aug.data.sidd import SiddMediumDataset, load_split, scan_sidd_medium
+    from naflow_aug.data.sidd import load_split, scan_sidd_medium
 
     pairs = list(scan_sidd_medium(root, progress=progress))
     if split is None:
-        return SiddMediumDataset(pairs=pairs, augment=False, preload=True, progress=progress), None
+        return SiddPairsInMemory(pairs, progress=progress), None
     train_ids, val_ids = load_split(split)
-    train = SiddMediumDataset(
-        pairs=pairs, instances=train_ids, augment=False, preload=True, progress=progress
-    )
+    missing = sorted(set(train_ids) - {p.instance for p in pairs})
+    if missing:
+        raise ValueError(f"split {split}: training instances {missing} are not in {root}")
+    train = SiddPairsInMemory([p for p in pairs if p.instance in set(train_ids)], progress=progress)
     held = [p for p in pairs if p.instance in set(val_ids)]
     if not held:
         raise ValueError(f"none of the split's validation instances {val_ids} is in {root}")

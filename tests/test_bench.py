@@ -47,6 +47,11 @@ def test_presets_and_toml(tmp_path):
     with pytest.raises(ValueError, match="preset must be"):
         bench.load_preset("gpu")
     assert bench.load_preset("cpu", steps_per_epoch=3).steps_per_epoch == 3
+    # the CPU preset's small DnCNN starts as the identity; the paper one keeps the default init
+    x = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(bench.make_dncnn(bench.CPU).eval()(x), x)
+    assert not bench.PAPER.zero_init_last
+    assert sum(p.numel() for p in bench.make_dncnn(bench.PAPER).parameters()) == 670_531
 
 
 def test_train_from_memory_pairs_and_exact_resume(tmp_path):
