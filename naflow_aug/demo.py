@@ -70,7 +70,7 @@ class DemoSize:
     train_crops_per_image: int = 4
     # denoiser bench (overrides of bench's cpu preset)
     bench: dict[str, Any] = field(default_factory=dict)
-    bench_val_pairs: int = 8  # held-out pairs scored after every epoch (the curves)
+    bench_val_pairs: int = 12  # held-out pairs scored after every epoch (the curves), all configurations
 
 
 SIZES: dict[str, DemoSize] = {
@@ -275,6 +275,18 @@ def _read_pairs(pairs: list[Any], crop: int, multiple: int = 8) -> list[Any]:
     return out
 
 
+def _spread(pairs: list[Any], k: int) -> list[Any]:
+    """Up to ``k`` pairs taken round-robin over their configurations (each configuration's first, then
+    second, ...), so that a small subset covers every configuration."""
+    by_class: dict[str, list[Any]] = {}
+    for p in pairs:
+        by_class.setdefault(p.cls, []).append(p)
+    out: list[Any] = []
+    for i in range(max((len(v) for v in by_class.values()), default=0)):
+        out += [v[i] for _, v in sorted(by_class.items()) if i < len(v)]
+    return out[:k]
+
+
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
 
@@ -451,7 +463,7 @@ def _bench(
         out / "bench",
         preset=preset,
         evaluation=pairs(test),
-        validation=pairs(test[: size.bench_val_pairs]),
+        validation=pairs(_spread(test, size.bench_val_pairs)),
         resume=resume,
         device=device,
         progress=progress,
@@ -464,12 +476,7 @@ def _figure_samples(net: Any, test: list[Any], sources: dict[str, Any], k: int, 
     the mean noise correlation map of every source over all held-out pairs."""
     from naflow_aug import metrics
 
-    chosen, seen = [], set()
-    for p in test:
-        if p.cls not in seen:
-            chosen.append(p)
-            seen.add(p.cls)
-    chosen = (chosen + [p for p in test if p not in chosen])[:k]
+    chosen = _spread(test, k)
     g = torch.Generator().manual_seed(seed + 1)
     examples = []
     for p in chosen:

@@ -230,7 +230,8 @@ def write_figures(
             (
                 "curves.png",
                 "Denoiser training",
-                "PSNR on held-out pairs after each epoch, per training source.",
+                "PSNR after each epoch on a subset of the held-out test pairs (every configuration), per "
+                "training source; the tables use all of them.",
             ),
             (
                 "grid.png",

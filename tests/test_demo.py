@@ -206,3 +206,12 @@ def test_report_opens_in_headless_chromium_with_every_image_loaded(run, tmp_path
     images = json.loads(html.unescape(text))
     assert len(images) >= 4
     assert [src for src, ok in images if not ok] == []
+
+
+def test_spread_covers_every_configuration_first():
+    from naflow_aug.demo import _spread
+
+    pairs = [evaluate.HeldOutPair(f"{c}{i}", c, torch.zeros(1), torch.zeros(1)) for c in "AAAB" for i in (0,)]
+    pairs += [evaluate.HeldOutPair("C0", "C", torch.zeros(1), torch.zeros(1))]
+    assert [p.cls for p in _spread(pairs, 3)] == ["A", "B", "C"]
+    assert [p.cls for p in _spread(pairs, 10)] == ["A", "B", "C", "A", "A"]
