@@ -215,3 +215,25 @@ def test_spread_covers_every_configuration_first():
     pairs += [evaluate.HeldOutPair("C0", "C", torch.zeros(1), torch.zeros(1))]
     assert [p.cls for p in _spread(pairs, 3)] == ["A", "B", "C"]
     assert [p.cls for p in _spread(pairs, 10)] == ["A", "B", "C", "A", "A"]
+
+
+def test_an_interrupted_run_resumes_without_redoing_finished_stages(tmp_path, monkeypatch):
+    import naflow_aug.demo as demo
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("killed during the denoisers")
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(demo, "_bench", broken)
+        with pytest.raises(RuntimeError, match="killed"):
+            run_demo(out, size="tiny", progress=False)
+    assert (out / "synthetic.h5").is_file() and not (out / "report.html").exists()
+    stamps = {
+        n: (out / n).stat().st_mtime_ns for n in ("naflow/model.pt", "noise_quality.json", "synthetic.h5")
+    }
+    with pytest.raises(ValueError, match="different settings"):
+        run_demo(out, size="tiny", progress=False, resume=True, seed=1)
+    results = run_demo(out, size="tiny", progress=False, resume=True)
+    assert {n: (out / n).stat().st_mtime_ns for n in stamps} == stamps  # not redone
+    assert (out / "report.html").is_file() and len(results["denoising"]["rows"]) == 7
