@@ -32,6 +32,7 @@ so the flow stays invertible: decode(encode(x)) == x up to rounding, checked by 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,8 @@ from .layers import Squeeze
 from .model import DEQUANT_LOGDET_PER_PIXEL, MIX_MODES, NAFlow, SampleParams
 
 log = logging.getLogger(__name__)
+# encode then decode of one clean batch reuse its features up to this many pixels (B*H*W; memory bound)
+FEATURE_CACHE_PIXELS = 2**20
 
 
 # ----------------------------------------------------------------------------------------- folding
@@ -320,6 +323,9 @@ class FastNAFlow:
         self.autocast = autocast
         self.compile = compile
         self._plan: _Plan | None = None
+        # the last clean batch's features, found again by tensor identity (NAS through a noise source
+        # calls encode, then decode, with the same clean tensor): (weakref, version, plan, features)
+        self._last_features: tuple | None = None
         self._step = _step_encode
         self._step_inv = _step_decode
         if compile:
@@ -328,7 +334,8 @@ class FastNAFlow:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_plan"] = None  # rebuilt on first use; compiled callables cannot be pickled
+        state["_plan"] = state["_last_features"] = None  # rebuilt on use
+        # compiled callables cannot be pickled
         state["_step"], state["_step_inv"] = _step_encode, _step_decode
         state["compile"] = False
         return state
@@ -417,9 +424,26 @@ class FastNAFlow:
                 inj_logdet -= scale[-1].log().sum(dim=(1, 2, 3)).to(inj_logdet.dtype)
         return CleanFeatures(tuple(clean.shape), proj, shift, scale, inj_logdet)
 
-    def _features(self, clean: Tensor, features: CleanFeatures | None) -> CleanFeatures:
+    def _features(self, clean: Tensor, features: CleanFeatures | None, keep: bool = False) -> CleanFeatures:
+        """Given features (checked), or the clean batch's features; ``keep`` (encode) remembers them for
+        the next call with the very same clean tensor (decode), which takes them and forgets them."""
         if features is None:
-            return self._condition(clean)
+            plan, last = self.plan, self._last_features
+            self._last_features = None
+            cacheable = not clean.is_inference() and clean[:, 0].numel() <= FEATURE_CACHE_PIXELS
+            if (
+                cacheable
+                and last is not None
+                and last[0]() is clean
+                and last[1] == clean._version
+                and last[2] is plan
+            ):
+                feats = last[3]
+            else:
+                feats = self._condition(clean)
+            if keep and cacheable:
+                self._last_features = (weakref.ref(clean), clean._version, plan, feats)
+            return feats
         if not isinstance(features, CleanFeatures) or features.shape != tuple(clean.shape):
             raise ValueError(
                 "features must come from this FastNAFlow's condition(clean) for the same clean images, "
@@ -475,7 +499,7 @@ class FastNAFlow:
     ) -> tuple[Tensor, Tensor]:
         """As `NAFlow.encode`: (noisy, clean) (B, 3, H, W) -> z (B, C, H/m, W/m), logdet (B,)."""
         self.model._check_pair(noisy, clean)
-        feats = self._features(clean, features)
+        feats = self._features(clean, features, keep=True)
         dtype = self.plan.enc_w[0].dtype
         z, ld = self._encode(noisy.to(dtype).permute(0, 2, 3, 1), feats, True)
         h, w = noisy.shape[2:]

@@ -185,3 +185,22 @@ def test_reduced_precision_subnets_stay_invertible() -> None:
     assert fast.check_invertibility(clean, noisy) < 1e-3
     z = fast.encode(noisy, clean)[0]
     assert 1e-6 < _rel(z, model.encode(noisy, clean)[0]) < 0.1  # bf16 really ran, and is close
+
+
+def test_encode_then_decode_share_features_only_for_the_same_clean_tensor(monkeypatch) -> None:
+    model = _model()
+    fast = FastNAFlow(model)
+    noisy, clean = _images(2)
+    calls = []
+    condition = fast._condition
+    monkeypatch.setattr(fast, "_condition", lambda c: calls.append(1) or condition(c))
+    z = fast.encode(noisy, clean)[0]
+    out = fast.decode(z, clean)  # same tensor object, unchanged: features reused, then forgotten
+    assert len(calls) == 1 and fast._last_features is None
+    assert _rel(out, model.decode(z, clean)) < 1e-5
+    fast.encode(noisy, clean)
+    clean.mul_(0.5)  # changed in place: recomputed
+    assert _rel(fast.decode(z, clean), model.decode(z, clean)) < 1e-5 and len(calls) == 3
+    fast.encode(noisy, clean)
+    fast.decode(z, clean.clone())  # another tensor: recomputed
+    assert len(calls) == 5
