@@ -64,9 +64,20 @@ def _conv_actnorm(cna) -> tuple[Tensor, Tensor]:
     return s[:, None] * w.reshape(w.shape[0], -1), off
 
 
+_MATRICES = ("w_in", "w_cond", "w_res", "w_out")
+
+
+def _t(w: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(out, in) -> (in, out) contiguous: x @ w_t on (pixels, in) rows is MKL's fastest layout."""
+    return w.T.to(device, dtype).contiguous()
+
+
 @dataclass
 class _SubNetPlan:
-    """A sub-network's folded weights; ``w_in`` acts on the non-condition inputs (may have 0 columns)."""
+    """A sub-network's folded weights; ``w_in`` acts on the non-condition inputs (may have 0 columns).
+
+    Shapes as built; `to` stores the 1x1 matrices transposed, (in, out), for `_linear`.
+    """
 
     w_in: Tensor  # (hidden, n_x)
     w_cond: Tensor  # (hidden, cond)
@@ -101,7 +112,11 @@ class _SubNetPlan:
         )
 
     def to(self, device: torch.device, dtype: torch.dtype) -> _SubNetPlan:
-        moved = {k: v.to(device, dtype) for k, v in self.__dict__.items()}
+        """Moved, 1x1 weights stored transposed (in, out) for `_linear`, 3x3 weights channels-last."""
+        moved = {
+            k: _t(v, device, dtype) if k in _MATRICES else v.to(device, dtype)
+            for k, v in self.__dict__.items()
+        }
         moved["w3"] = moved["w3"].contiguous(memory_format=torch.channels_last)
         return _SubNetPlan(**moved)
 
@@ -121,7 +136,9 @@ class _Affine:
         return _Affine(a, b, inv, -(inv @ b))
 
     def to(self, device: torch.device, dtype: torch.dtype) -> _Affine:
-        return _Affine(**{k: v.to(device, dtype) for k, v in self.__dict__.items()})
+        """Moved, matrices stored transposed (in, out) for `_linear`."""
+        return _Affine(**{k: _t(v, device, dtype) if v.dim() == 2 else v.to(device, dtype)
+                          for k, v in self.__dict__.items()})  # fmt: skip
 
 
 @dataclass
@@ -148,7 +165,7 @@ class _Plan:
             injectors=[c.to(device, dtype) for c in self.injectors],
             step_level=self.step_level,
             split=self.split,
-            enc_w=[w.to(device, dtype) for w in self.enc_w],
+            enc_w=[_t(w, device, dtype) for w in self.enc_w],
             enc_b=[b.to(device, dtype) for b in self.enc_b],
             logdet_per_pixel=self.logdet_per_pixel,
             eps=self.eps,
@@ -238,18 +255,14 @@ def _subpixel_major(channels: int) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------- kernels
-def _linear(x: Tensor, w: Tensor, b: Tensor | None = None, add: Tensor | None = None) -> Tensor:
-    """Per-pixel x @ w.T (+ b) (+ add) on channels-last (B, H, W, C) tensors, as one matrix product."""
-    flat = x.reshape(-1, x.shape[-1])
+def _linear(x: Tensor, wt: Tensor, b: Tensor | None = None, add: Tensor | None = None) -> Tensor:
+    """Per-pixel x @ wt (+ b) (+ add) on channels-last (B, H, W, C) tensors; wt is (in, out)."""
+    out = x.reshape(-1, x.shape[-1]) @ wt
     if add is not None:
-        out = torch.addmm(add.reshape(-1, w.shape[0]), flat, w.T)
-        if b is not None:
-            out.add_(b)
-    elif b is not None:
-        out = torch.addmm(b, flat, w.T)
-    else:
-        out = flat @ w.T
-    return out.view(*x.shape[:-1], w.shape[0])
+        out.add_(add.reshape(-1, wt.shape[1]))
+    if b is not None:
+        out.add_(b)
+    return out.view(*x.shape[:-1], wt.shape[1])
 
 
 def _conv3x3(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
@@ -262,7 +275,7 @@ def _subnet_tail(h: Tensor, net: _SubNetPlan, eps: float) -> tuple[Tensor, Tenso
     """relu'd first layer (B, H, W, hidden) -> (shift, scale) (B, H, W, c) each."""
     r = _conv3x3(h, net.w3, net.b3).relu_()
     if h.dtype == r.dtype == net.w_res.dtype:  # residual in place (h is ours); autocast has no in-place addmm
-        h.view(-1, h.shape[-1]).addmm_(r.reshape(-1, r.shape[-1]), net.w_res.T)
+        h.view(-1, h.shape[-1]).addmm_(r.reshape(-1, r.shape[-1]), net.w_res)
     else:
         h = _linear(r, net.w_res, add=h)
     out = _linear(h, net.w_out, net.b_out)
