@@ -237,3 +237,28 @@ def test_cli_bench_on_a_sidd_folder_with_split(tmp_path, capsys):
     assert main([*argv, "--resume"]) == 0
     assert main(["bench", "--noise", "real", "--out", str(tmp_path / "x")]) == 2
     assert "--clean" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_under_torchrun_ddp(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    _write_sidd_folder(tmp_path / "sidd")
+    (tmp_path / "split.toml").write_text('name = "t"\ntrain = ["0001", "0002"]\nval = ["0003", "0004"]\n')
+    (tmp_path / "tiny.toml").write_text('preset = "cpu"\npatch_size = 16\nbatch_size = 4\nval_crop = 16\n')
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "naflow_aug.cli",
+           "bench", "--clean", str(tmp_path / "sidd"), "--split", str(tmp_path / "split.toml"),
+           "--noise", "real", "--epochs", "2", "--steps", "2", "--preset", str(tmp_path / "tiny.toml"),
+           "--out", str(tmp_path / "run"), "--no-progress", "--device", "cpu"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("| real |") == 1  # only rank 0 prints and writes
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["rows"][0]["pairs"]["overall"]["n"] == 2
+    log = [json.loads(line) for line in (tmp_path / "run" / "sources" / "real" / "metrics.jsonl").open()]
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert latest_checkpoint(tmp_path / "run" / "sources" / "real")[1] == 2
