@@ -128,6 +128,25 @@ def test_train_with_on_the_fly_noise(tmp_path):
     assert latest_checkpoint(tmp_path / "g")[1] == 3
 
 
+def test_nas_source_batches_are_replayable():
+    import naflow_aug
+
+    data = _pairs_dataset(size=24)
+    flow = naflow_aug.NAFlow(
+        naflow_aug.NAFlowConfig(classes=("GP_00800", "S6_00100"), hidden_channels=8, encoder_channels=8)
+    ).eval()
+    (src,) = bench.noise_sources(["nas"], data, TINY, model=flow)
+    a_noisy, a_clean = src.batches(torch.Generator().manual_seed(3))
+    b_noisy, b_clean = src.batches(torch.Generator().manual_seed(3))
+    assert a_noisy.shape == (4, 3, 16, 16) and torch.isfinite(a_noisy).all()
+    assert torch.equal(a_noisy, b_noisy) and torch.equal(a_clean, b_clean)
+    c_noisy, _ = src.batches(torch.Generator().manual_seed(4))
+    assert not torch.equal(a_noisy, c_noisy)
+    with pytest.raises(ValueError):  # NAS needs the real noisy reference
+        (bad,) = bench.noise_sources(["nas"], [{"clean": d["clean"]} for d in data], TINY, model=flow)
+        bad.batches(torch.Generator().manual_seed(0))
+
+
 def test_identity_denoiser_scores_the_noisy_input(tmp_path):
     pairs = _val_pairs(3)()
     res = bench.evaluate_pairs(nn.Identity(), pairs, quantize=False)
