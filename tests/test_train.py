@@ -237,3 +237,12 @@ def test_cli_train_and_resume(data_dir: Path, tmp_path: Path, capsys: pytest.Cap
     assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 6
     assert cli.main(args) == 2  # the run directory is taken: a clear error, not an overwrite
     assert "already holds a training run" in capsys.readouterr().err
+
+
+def test_loader_workers_and_lazy_reading_give_the_same_run(data_dir: Path, tmp_path: Path) -> None:
+    config = _config(data_dir, steps=6, val_every=0, val_max_pairs=1, checkpoint_every=6)
+    training.train(config, tmp_path / "a", progress=False)
+    training.train(config.replace(preload=False, num_workers=2), tmp_path / "b", progress=False)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
