@@ -281,3 +281,31 @@ def test_bench_under_torchrun_ddp(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run" / "sources" / "real" / "metrics.jsonl").open()]
     assert [r["epoch"] for r in log] == [1, 2]
     assert latest_checkpoint(tmp_path / "run" / "sources" / "real")[1] == 2
+
+
+def test_cli_bench_from_hdf5_with_sidd_mat_files(tmp_path, capsys):
+    from naflow_aug.cli import main
+
+    rng = np.random.default_rng(7)
+    clean = rng.integers(60, 200, size=(4, 20, 20, 3), dtype=np.uint8)
+    with h5py.File(tmp_path / "synth.h5", "w") as f:
+        f["clean"] = clean
+        f["noisy"] = np.clip(clean + rng.normal(0, 15, clean.shape), 0, 255).astype(np.uint8)
+        f.attrs["complete"] = 1
+    cl = rng.integers(40, 200, size=(40, 32, 16, 16, 3), dtype=np.uint8)
+    no = np.clip(cl.astype(int) + rng.integers(-15, 16, cl.shape), 0, 255).astype(np.uint8)
+    sb.write_blocks_mat(tmp_path / "val" / "ValidationNoisyBlocksSrgb.mat", no, sb.VALIDATION_NOISY_KEY)
+    sb.write_blocks_mat(tmp_path / "val" / "ValidationGtBlocksSrgb.mat", cl, sb.VALIDATION_GT_KEY)
+    sb.write_blocks_mat(tmp_path / "BenchmarkNoisyBlocksSrgb.mat", no, sb.BENCHMARK_NOISY_KEY)
+    (tmp_path / "tiny.toml").write_text('preset = "cpu"\npatch_size = 16\nbatch_size = 4\n')
+    argv = ["bench", "--train", str(tmp_path / "synth.h5"), "--sidd-val", str(tmp_path / "val"),
+            "--sidd-bench", str(tmp_path / "BenchmarkNoisyBlocksSrgb.mat"),
+            "--preset", str(tmp_path / "tiny.toml"), "--epochs", "1", "--steps", "2",
+            "--out", str(tmp_path / "run"), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert "| hdf5:synth.h5 |" in capsys.readouterr().out
+    (row,) = json.loads((tmp_path / "run" / "results.json").read_text())["rows"]
+    assert row["sidd_val"]["overall"]["n"] == 1280
+    assert {k: v["n"] for k, v in row["sidd_val"]["cameras"].items()} == {c: 256 for c in sb.CAMERAS}
+    assert sb.read_submission(row["submission"]).shape == (40, 32, 16, 16, 3)
+

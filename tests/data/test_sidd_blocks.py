@@ -89,3 +89,16 @@ def test_submission_round_trip_and_quantisation(tmp_path):
     (tmp_path / "bad.csv").write_text("ID,BLOCK\n0,@@@\n")
     with pytest.raises(ValueError, match="base64"):
         sb.read_submission(tmp_path / "bad.csv")
+
+
+def test_scene_table_equals_the_reference_csv(shared_dir):
+    import csv
+
+    path = shared_dir / "reference" / "sidd-validation-benchmark-scenes.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["scene"] for r in rows] == list(sb.SCENES)
+    assert [f"{r['camera']}_{r['iso']}" for r in rows] == list(sb.CLASSES)
+    assert [int(r["image_index"]) for r in rows] == list(range(40))
