@@ -571,31 +571,23 @@ def evaluate_sidd_validation(
 
 
 _IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-_NOISY_DIRS = ("noisy", "input", "lq", "NOISY")
-_CLEAN_DIRS = ("clean", "groundtruth", "gt", "GT", "target")
 
 
 def paired_folder_pairs(folder: str | os.PathLike) -> list[tuple[str, str, Path, Path]]:
-    """Pairs of a folder with ``noisy/`` (or ``input/``) and ``clean/`` (or ``groundtruth/``) subfolders
-    holding images of the same names -> ``(name, group, noisy_path, clean_path)``; group = ``'all'``."""
+    """Pairs of a user's paired folder -> ``(name, group, noisy_path, clean_path)``.
+
+    ``folder``: a folder with ``noisy/`` (or ``input/``) and ``clean/`` (or ``groundtruth/``) subfolders
+    of the same names, or a CSV manifest ``noisy,clean[,class]`` (see :mod:`naflow_aug.data.folders`).
+    The group is the pair's class (``'unlabelled'`` without one).
+    """
+    from naflow_aug.data.folders import scan_paired_folders
+
     folder = Path(folder)
-    noisy_dir = next((folder / d for d in _NOISY_DIRS if (folder / d).is_dir()), None)
-    clean_dir = next((folder / d for d in _CLEAN_DIRS if (folder / d).is_dir()), None)
-    if noisy_dir is None or clean_dir is None:
-        raise ValueError(
-            f"{folder} is not a paired folder: expected subfolders {_NOISY_DIRS[0]}/ (or {_NOISY_DIRS[1]}/) "
-            f"and {_CLEAN_DIRS[0]}/ (or {_CLEAN_DIRS[1]}/)"
-        )
-    out = []
-    for p in sorted(noisy_dir.iterdir()):
-        if p.suffix.lower() in _IMAGE_EXTS:
-            c = clean_dir / p.name
-            if not c.is_file():
-                raise ValueError(f"{p} has no clean counterpart {c}")
-            out.append((p.stem, "all", p, c))
-    if not out:
-        raise ValueError(f"{noisy_dir} holds no images")
-    return out
+    if folder.suffix.lower() == ".csv":
+        records = scan_paired_folders(manifest=folder)
+    else:
+        records = scan_paired_folders(folder)
+    return [(Path(r.noisy_path).stem, r.cls, Path(r.noisy_path), Path(r.clean_path)) for r in records]
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

@@ -309,3 +309,25 @@ def test_cli_bench_from_hdf5_with_sidd_mat_files(tmp_path, capsys):
     assert {k: v["n"] for k, v in row["sidd_val"]["cameras"].items()} == {c: 256 for c in sb.CAMERAS}
     assert sb.read_submission(row["submission"]).shape == (40, 32, 16, 16, 3)
 
+
+
+def test_paired_folder_scoring(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    (tmp_path / "p" / "noisy").mkdir(parents=True)
+    (tmp_path / "p" / "clean").mkdir(parents=True)
+    expected = []
+    for i in range(2):
+        c = rng.integers(50, 200, size=(16, 20, 3), dtype=np.uint8)
+        n = np.clip(c + rng.normal(0, 10, c.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(n).save(tmp_path / "p" / "noisy" / f"im{i}.png")
+        Image.fromarray(c).save(tmp_path / "p" / "clean" / f"im{i}.png")
+        tn, tc = (torch.from_numpy(x).permute(2, 0, 1)[None].double() / 255 for x in (n, c))
+        expected.append(float(metrics.psnr(tn, tc)))
+    listed = bench.paired_folder_pairs(tmp_path / "p")
+    assert [name for name, *_ in listed] == ["im0", "im1"]
+    res = bench.evaluate_pairs(nn.Identity(), bench.load_pairs(listed))
+    assert res["overall"]["psnr"] == pytest.approx(np.mean(expected), abs=1e-9)
+    with pytest.raises(ValueError, match="expected subfolders"):
+        bench.paired_folder_pairs(tmp_path / "p" / "noisy")
