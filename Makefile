@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/naflow-aug demo --out runs/demo
+	$(VENV)/bin/naflow-aug demo --out runs/demo --resume
 
 test: $(STAMP)
 	$(PY) -m pytest -q
