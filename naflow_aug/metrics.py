@@ -160,11 +160,10 @@ def psnr(image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return _finish(10.0 * torch.log10(1.0 / (mse + 1e-8)), squeeze)
 
 
-def _gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _gaussian_1d(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return torch.outer(g, g).to(dtype=dtype, device=device)
+    return (g / g.sum()).to(dtype=dtype, device=device)
 
 
 def ssim(image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -179,11 +178,13 @@ def ssim(image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     x = x.to(torch.float64) * 255.0
     y = y.to(torch.float64) * 255.0
     c = x.shape[1]
-    w = _gaussian_window(11, 1.5, torch.float64, x.device).expand(c, 1, 11, 11)
+    g = _gaussian_1d(11, 1.5, torch.float64, x.device)
+    rows, cols = g.view(1, 1, 11, 1).expand(c, 1, 11, 1), g.view(1, 1, 1, 11).expand(c, 1, 1, 11)
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 
     def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, w, groups=c)
+        # The window is separable: two 1-D passes equal the 11x11 one (to float64 rounding), ~5x faster.
+        return F.conv2d(F.conv2d(t, rows, groups=c), cols, groups=c)
 
     mu_x, mu_y = blur(x), blur(y)
     var_x = blur(x * x) - mu_x**2
