@@ -518,7 +518,13 @@ def main() -> None:
     with torch.no_grad():
         one_c, one_n = clean[:1], noisy[:1]
         ref_flops = flops_of(lambda: ref.decode(ref.encode(one_n, one_c), one_c))
-    fast_flops = flops_of(run_fast) / args.batch
+    import naflow_aug.flow.fast as fast_module
+
+    fused, fast_module._FUSED_CONV_RELU = fast_module._FUSED_CONV_RELU, None  # FlopCounterMode has no
+    try:  # formula for oneDNN's fused convolution + relu: count the same arithmetic unfused
+        fast_flops = flops_of(run_fast) / args.batch
+    finally:
+        fast_module._FUSED_CONV_RELU = fused
     rows = [
         ("max |fast - ref| (relative)", f"{diff:.2e}",
          f"{rel:.2e} (target <= 1e-4), {n_ref} crops; library layer path {diff_lib:.1e}"),

@@ -265,15 +265,29 @@ def _linear(x: Tensor, wt: Tensor, b: Tensor | None = None, add: Tensor | None =
     return out.view(*x.shape[:-1], wt.shape[1])
 
 
-def _conv3x3(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
-    """3x3 'same' convolution of a channels-last (B, H, W, C) tensor, result channels-last too."""
-    out = F.conv2d(h.permute(0, 3, 1, 2), w, b, padding=1)
-    return out.permute(0, 2, 3, 1)
+def _conv3x3_relu(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """relu(3x3 'same' convolution) of a channels-last (B, H, W, C) tensor, result channels-last too.
+
+    On the CPU in float32, oneDNN's fused convolution + ReLU (the kernel torch.compile's CPU backend
+    emits) saves a pass over the output; elsewhere, or if this private op is missing, conv2d then relu.
+    """
+    x = h.permute(0, 3, 1, 2)
+    if _FUSED_CONV_RELU is not None and x.device.type == "cpu" and x.dtype == w.dtype == torch.float32:
+        try:
+            return _FUSED_CONV_RELU(x, w, b, [1, 1], [1, 1], [1, 1], 1, "relu", [], "").permute(0, 2, 3, 1)
+        except RuntimeError:  # pragma: no cover - an op signature change in some torch version
+            log.debug("fused convolution + relu unavailable, using conv2d + relu", exc_info=True)
+    return F.conv2d(x, w, b, padding=1).relu_().permute(0, 2, 3, 1)
+
+
+_FUSED_CONV_RELU = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
+if not torch.backends.mkldnn.is_available():  # pragma: no cover
+    _FUSED_CONV_RELU = None
 
 
 def _subnet_tail(h: Tensor, net: _SubNetPlan, eps: float) -> tuple[Tensor, Tensor]:
     """relu'd first layer (B, H, W, hidden) -> (shift, scale) (B, H, W, c) each."""
-    r = _conv3x3(h, net.w3, net.b3).relu_()
+    r = _conv3x3_relu(h, net.w3, net.b3)
     if h.dtype == r.dtype == net.w_res.dtype:  # residual in place (h is ours); autocast has no in-place addmm
         h.view(-1, h.shape[-1]).addmm_(r.reshape(-1, r.shape[-1]), net.w_res)
     else:
