@@ -174,6 +174,7 @@ def training_block(run: Path) -> str:
         + ", ".join(f"{k}={config[k]}" for k in keys if k in config)
         + ".",
         f"- Seed: {config.get('seed')}.",
+        _schedule_line(train, config),
         "",
         "Validation during training (held-out instances, 256x256 centre crops, "
         f"{config.get('val_samples')} samples per pair):",
@@ -187,6 +188,28 @@ def training_block(run: Path) -> str:
             f"{r['val_cfg_kld']:.4f} | {r['val_cfg_akld']:.4f} | {r['val_top1']:.0%} | {r['val_top3']:.0%} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _schedule_line(train: list[dict], config: dict) -> str:
+    """The learning rates the run applied (as logged), checked against the config's milestones."""
+    segments: list[list] = []  # [first step, last step, lr, latent_lr]
+    for r in train:
+        if segments and (segments[-1][2], segments[-1][3]) == (r.get("lr"), r.get("latent_lr")):
+            segments[-1][1] = r["step"]
+        else:
+            segments.append([r["step"], r["step"], r.get("lr"), r.get("latent_lr")])
+    applied = "; ".join(f"steps {a}-{b}: lr {lr:g}, latent_lr {llr:g}" for a, b, lr, llr in segments)
+    line = f"- Learning rates applied (logged every {config.get('log_every')} steps): {applied}."
+    changes = [a for a, *_ in segments[1:]]
+    expected = [m for m in config.get("lr_milestones", []) if m <= (train[-1]["step"] if train else 0)]
+    if any(abs(c - m) > config.get("log_every", 1) for c, m in zip(changes, expected, strict=False)) or (
+        len(changes) != len(expected)
+    ):
+        line += (
+            f" **The logged rates do not follow the run config's lr_milestones** "
+            f"({config.get('lr_milestones')}, gamma {config.get('lr_gamma')})."
+        )
+    return line
 
 
 def benchmark_block(res: dict, seconds: float) -> str:
