@@ -20,7 +20,10 @@ library imports it through naflow_aug.checkpoints), or ``--weights random`` (pub
 configuration, random weights, ActNorm initialised on data, zero layers perturbed).
 
 Timings are the fastest of ``--rounds`` interleaved rounds (the machine is shared); the median ratio is
-printed as well. Run with ``nice`` on a shared machine and read the load average printed with the table.
+printed as well. Sections 1-2 run with ``--threads`` (default: all cores) and again with one thread. Run
+with ``nice`` on a shared machine and read the load average printed with the table; on an oversubscribed
+machine OpenMP's spinning threads slow every parallel region (most of all the batch-1 reference's many
+small ones): ``OMP_WAIT_POLICY=PASSIVE`` makes the multi-thread figures less erratic there.
 
     nice .venv/bin/python benchmarks/bench_nas_speed.py
 """
@@ -577,7 +580,8 @@ def main() -> None:
 
     load = os.getloadavg()
     print(f"bench_nas_speed: {args.size}x{args.size} crops, weights={args.weights}, "
-          f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores")  # fmt: skip
+          f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")  # fmt: skip
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:

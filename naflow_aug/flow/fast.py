@@ -404,7 +404,9 @@ class FastNAFlow:
     def _key(self) -> tuple:
         tensors = [*self.model.parameters(), *self.model.buffers()]
         p = tensors[0]
-        return (p.device, p.dtype, tuple((t.data_ptr(), t._version) for t in tensors))
+        # inference tensors (a model built under torch.inference_mode) cannot change: no version counter
+        versions = tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t in tensors)
+        return (p.device, p.dtype, versions)
 
     @property
     def plan(self) -> _Plan:

@@ -204,3 +204,11 @@ def test_encode_then_decode_share_features_only_for_the_same_clean_tensor(monkey
     fast.encode(noisy, clean)
     fast.decode(z, clean.clone())  # another tensor: recomputed
     assert len(calls) == 5
+
+
+def test_model_built_in_inference_mode() -> None:
+    with torch.inference_mode():
+        model = _model()
+        noisy, clean = _images(2)
+        out = FastNAFlow(model).sample(clean, reference=noisy, seeds=[1, 2])
+        assert _rel(out, _reference_sample(model, clean, reference=noisy, seeds=[1, 2])) < 1e-4
