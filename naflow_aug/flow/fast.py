@@ -84,7 +84,7 @@ class _SubNetPlan:
     b_in: Tensor  # (hidden,)
     w3: Tensor  # (hidden, hidden, 3, 3), channels-last memory
     b3: Tensor
-    w_res: Tensor  # (hidden, hidden)
+    w_res: Tensor  # (hidden, hidden), or (2 * c, hidden) folded with w_out when 2 * c < hidden
     w_out: Tensor  # (2 * c, hidden): rows [shift ..., raw ...]
     b_out: Tensor  # (2 * c,), raw part includes the +2 of the sigmoid
 
@@ -100,6 +100,10 @@ class _SubNetPlan:
         order = torch.cat([torch.arange(0, scale.numel(), 2), torch.arange(1, scale.numel(), 2)])
         w_out, b_out = w_out[order], b_out[order].clone()
         b_out[scale.numel() // 2 :] += 2.0
+        if w_out.shape[0] < w_res.shape[0]:
+            # h + W_res r only feeds the output layer: with fewer outputs than hidden channels, map r
+            # straight to the output, W_out @ W_res (a non-square w_res marks this)
+            w_res = w_out @ w_res
         return _SubNetPlan(
             w_in=w_in[:, :n_x],
             w_cond=w_in[:, n_x:],
@@ -288,11 +292,14 @@ if not torch.backends.mkldnn.is_available():  # pragma: no cover
 def _subnet_tail(h: Tensor, net: _SubNetPlan, eps: float) -> tuple[Tensor, Tensor]:
     """relu'd first layer (B, H, W, hidden) -> (shift, scale) (B, H, W, c) each."""
     r = _conv3x3_relu(h, net.w3, net.b3)
-    if h.dtype == r.dtype == net.w_res.dtype:  # residual in place (h is ours); autocast has no in-place addmm
-        h.view(-1, h.shape[-1]).addmm_(r.reshape(-1, r.shape[-1]), net.w_res)
+    if net.w_res.shape[0] != net.w_res.shape[1]:  # residual folded into the output layer (see build)
+        out = _linear(r, net.w_res, add=_linear(h, net.w_out, net.b_out))
     else:
-        h = _linear(r, net.w_res, add=h)
-    out = _linear(h, net.w_out, net.b_out)
+        if h.dtype == r.dtype == net.w_res.dtype:  # in place (h is ours); autocast has no in-place addmm
+            h.view(-1, h.shape[-1]).addmm_(r.reshape(-1, r.shape[-1]), net.w_res)
+        else:
+            h = _linear(r, net.w_res, add=h)
+        out = _linear(h, net.w_out, net.b_out)
     c = out.shape[-1] // 2
     return out[..., :c], torch.sigmoid(out[..., c:]).add_(eps)
 

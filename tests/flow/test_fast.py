@@ -16,6 +16,9 @@ TINY = NAFlowConfig(classes=CLASSES, levels=2, transition_steps=1, conditional_s
 # no transition steps and one level with a conditional step right after the squeeze
 BARE = NAFlowConfig(classes=CLASSES, levels=1, transition_steps=0, conditional_steps=1,
                     hidden_channels=4, encoder_channels=4)  # fmt: skip
+# hidden wider than the level-1 sub-network outputs: their residual layer folds into the output layer
+WIDE = NAFlowConfig(classes=CLASSES, levels=2, transition_steps=1, conditional_steps=2,
+                    hidden_channels=32, encoder_channels=8)  # fmt: skip
 FULL = NAFlowConfig(classes=CLASSES, levels=2, transition_steps=1, conditional_steps=1,
                     hidden_channels=8, encoder_channels=8, covariance="full")  # fmt: skip
 
@@ -59,7 +62,7 @@ def _reference_sample(model: NAFlow, clean, **kwargs):
 
 @pytest.mark.parametrize(("config", "dtype", "tol"), [
     (TINY, torch.float64, 1e-12), (TINY, torch.float32, 1e-5), (BARE, torch.float64, 1e-12),
-    (FULL, torch.float64, 1e-12),
+    (FULL, torch.float64, 1e-12), (WIDE, torch.float64, 1e-12), (WIDE, torch.float32, 1e-5),
 ])  # fmt: skip
 def test_encode_decode_match_reference(config, dtype, tol) -> None:
     model = _model(config, dtype)
@@ -68,6 +71,8 @@ def test_encode_decode_match_reference(config, dtype, tol) -> None:
     z_ref, ld_ref = model.encode(noisy, clean)
     z, ld = fast.encode(noisy, clean)
     assert z.shape == z_ref.shape and z.dtype == dtype and z.is_contiguous()
+    shapes = {tuple(n.w_res.shape) for n in fast.plan.couplings + fast.plan.injectors}
+    assert any(a != b for a, b in shapes) == (config is WIDE)  # the folded residual is exercised
     assert _rel(z, z_ref) < tol and _rel(ld, ld_ref) < tol
     assert _rel(fast.decode(z_ref, clean), model.decode(z_ref, clean)) < tol
     # one CleanFeatures shared by encode and decode gives the same as computing them twice
