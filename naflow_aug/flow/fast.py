@@ -5,7 +5,8 @@ What it saves, compared with running the flow layer by layer (`NAFlow.encode` / 
 - Every run of linear per-pixel layers (ActNorm, invertible 1x1 convolution, squeeze) between two
   conditional layers is folded into one affine map, composed in float64 once; its inverse is computed
   once too (the reference inverts the LU factors on every call). Squeeze commutes with a per-pixel map
-  (``kron(A, I4)``), so level 0 costs nothing but the first squeeze.
+  (``kron(A, I4)``), so level 0 costs nothing but the first squeeze; squeezed tensors keep a
+  sub-pixel-major channel order (whole-pixel copies), permuted back inside the next affine map.
 - Everything that depends only on the clean image is computed once per image and shared by encode and
   decode (NAS runs both): the encoder (its first two 1x1 convolutions composed into one 3 -> width/4
   map, so the full-resolution width-channel map is never built), the affine injectors' shift and scale,
@@ -13,9 +14,11 @@ What it saves, compared with running the flow layer by layer (`NAFlow.encode` / 
   its first convolution splits into a clean-only part and a small part on x1).
 - ActNorms inside the sub-networks are folded into their convolutions; the output layer's
   ``exp(3 * logs)`` scale, the interleaved shift/scale split and the ``+2`` of the sigmoid are folded
-  into its weights; the residual block's bias is folded into the output layer.
+  into its weights; the residual block's bias is folded into the output layer, and so is its 1x1
+  layer where the output is narrower than the hidden width (levels 1-2).
 - Activations are kept channels-last (B, H, W, C): 1x1 convolutions are matrix products on a
-  (B*H*W, C) view, the 3x3 convolutions run on channels-last memory.
+  (B*H*W, C) view, the 3x3 convolutions run on channels-last memory (fused with their ReLU on the CPU).
+- NAS through a noise source (encode, then decode, of the same clean tensor) reuses the features.
 - Batches of images; class log-likelihoods are one matrix product (no loop over classes).
 
 Results equal the reference path to float32 rounding (about 1e-6 relative); the randomness contract is
