@@ -46,7 +46,8 @@ from torch import Tensor
 
 from .coupling import ConditionalAffineCoupling, FlowStep, SubNet
 from .layers import Squeeze
-from .model import DEQUANT_LOGDET_PER_PIXEL, MIX_MODES, NAFlow, SampleParams
+from .model import DEQUANT_LOGDET_PER_PIXEL, NAFlow, SampleParams
+from .model import draw_item_noise as draw_item_noise  # re-exported: CudaGraphNAS callers draw eps with it
 
 log = logging.getLogger(__name__)
 # encode then decode of one clean batch reuse its features up to this many pixels (B*H*W; memory bound)
@@ -577,29 +578,14 @@ class FastNAFlow:
     ) -> Tensor | tuple[Tensor, SampleParams]:
         """As `NAFlow.sample` (same arguments, same randomness contract, same results to rounding)."""
         model = self.model
-        if sum(x is not None for x in (reference, config, weights)) > 1:
-            raise ValueError("give at most one of reference=, config= and weights=")
-        if mix_mode not in MIX_MODES:
-            raise ValueError(f"mix_mode must be one of {MIX_MODES}, got {mix_mode!r}")
-        model._check_images(clean, "clean")
-        if reference is not None:
-            model._check_pair(reference, clean)
-        batch = clean.shape[0]
-        seeds = model._seeds(batch, generator, seeds)
-        m = self.size_multiple
-        size = (self.latent_channels, clean.shape[2] // m, clean.shape[3] // m)
-        picks, eps = draw_item_noise(seeds, self.num_classes, size)
+        seeds, picks, eps = model._sample_noise(clean, reference, config, weights, generator, seeds, mix_mode)
         feats = self._condition(clean)
         dtype = self.plan.enc_w[0].dtype
+        reference_z = None
         if reference is not None:
             z, _ = self._encode(reference.to(dtype).permute(0, 2, 3, 1), feats, False)
-            w = model.posterior(z.permute(0, 3, 1, 2), temperature, top_k)
-        elif weights is not None:
-            w = model._check_weights(weights, batch)
-        else:
-            w = model._config_weights("random" if config is None else config, picks)
-        mean, std = model.prior.mix(w, mix_mode)
-        z = model.prior.reparameterize(mean, std, eps.to(mean))
+            reference_z = z.permute(0, 3, 1, 2)
+        w, z = model._sample_latent(reference_z, config, weights, picks, eps, temperature, top_k, mix_mode)
         noisy = self._decode(z.to(dtype).permute(0, 2, 3, 1), feats)
         noisy = noisy.permute(0, 3, 1, 2).contiguous().clamp_(0.0, 1.0)
         if return_params:
@@ -638,21 +624,6 @@ def _step_decode(x: Tensor, net: _SubNetPlan, proj: Tensor, split: int, eps: flo
     x2 = x[..., split:]
     x2.add_(shift.to(x.dtype)).mul_(scale.to(x.dtype))
     return x
-
-
-def draw_item_noise(seeds: Tensor, num_classes: int, size: tuple[int, int, int]) -> tuple[list[int], Tensor]:
-    """Each item's random configuration pick, then its eps (B, *size), from manual_seed(seed) generators.
-
-    The randomness contract of `NAFlow.sample`; eps is written straight into one (B, *size) tensor of
-    torch's default dtype (what a fresh ``torch.randn(size, generator=g)`` gives, without a stack copy).
-    """
-    eps = torch.empty((len(seeds), *size))
-    picks = []
-    for i, s in enumerate(seeds.tolist()):
-        g = torch.Generator("cpu").manual_seed(int(s))
-        picks.append(int(torch.randint(num_classes, (1,), generator=g)))
-        torch.randn(size, generator=g, out=eps[i])
-    return picks, eps
 
 
 def inference_view(model: Any) -> Any:

@@ -290,6 +290,54 @@ class NAFlow(nn.Module):
             raise ValueError(f"seeds must hold one int64 per item ({batch}), got {seeds.numel()}")
         return seeds
 
+    def _sample_noise(
+        self,
+        clean: Tensor,
+        reference: Tensor | None,
+        config: str | Sequence[str] | None,
+        weights: Tensor | None,
+        generator: torch.Generator | None,
+        seeds: Tensor | Sequence[int] | None,
+        mix_mode: str,
+    ) -> tuple[Tensor, list[int], Tensor]:
+        """`sample`'s argument checks, then its seeds (B,), each item's random pick and eps (B, C, h, w)."""
+        if sum(x is not None for x in (reference, config, weights)) > 1:
+            raise ValueError("give at most one of reference=, config= and weights=")
+        if mix_mode not in MIX_MODES:
+            raise ValueError(f"mix_mode must be one of {MIX_MODES}, got {mix_mode!r}")
+        self._check_images(clean, "clean")
+        if reference is not None:
+            self._check_pair(reference, clean)
+        seeds = self._seeds(clean.shape[0], generator, seeds)
+        m = self.size_multiple
+        size = (self.latent_channels, clean.shape[2] // m, clean.shape[3] // m)
+        picks, eps = draw_item_noise(seeds, self.num_classes, size)
+        return seeds, picks, eps
+
+    def _sample_latent(
+        self,
+        reference_z: Tensor | None,
+        config: str | Sequence[str] | None,
+        weights: Tensor | None,
+        picks: list[int],
+        eps: Tensor,
+        temperature: float,
+        top_k: int | None,
+        mix_mode: str,
+    ) -> tuple[Tensor, Tensor]:
+        """The noise source's mixture weights (B, K) and the latent (B, C, h, w) to decode.
+
+        reference_z: the encoded reference (NAS), else None for ``weights`` or ``config`` (default "random").
+        """
+        if reference_z is not None:
+            w = self.posterior(reference_z, temperature, top_k)
+        elif weights is not None:
+            w = self._check_weights(weights, len(picks))
+        else:
+            w = self._config_weights("random" if config is None else config, picks)
+        mean, std = self.prior.mix(w, mix_mode)
+        return w, self.prior.reparameterize(mean, std, eps.to(mean))
+
     @torch.no_grad()
     def sample(
         self,
@@ -328,30 +376,28 @@ class NAFlow(nn.Module):
                 clean, reference=reference, config=config, weights=weights, generator=generator, seeds=seeds,
                 temperature=temperature, top_k=top_k, mix_mode=mix_mode, return_params=return_params,
             )  # fmt: skip
-        if sum(x is not None for x in (reference, config, weights)) > 1:
-            raise ValueError("give at most one of reference=, config= and weights=")
-        if mix_mode not in MIX_MODES:
-            raise ValueError(f"mix_mode must be one of {MIX_MODES}, got {mix_mode!r}")
-        self._check_images(clean, "clean")
-        batch = clean.shape[0]
-        seeds = self._seeds(batch, generator, seeds)
-        gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-        # every item draws its random class first, used or not, so that replaying (weights, seeds) with
-        # weights= reproduces any sample exactly
-        picks = [int(torch.randint(self.num_classes, (1,), generator=g)) for g in gens]
+        seeds, picks, eps = self._sample_noise(clean, reference, config, weights, generator, seeds, mix_mode)
         feats = self._features(clean, features)
-        if reference is not None:
-            z, _ = self.encode(reference, clean, feats)
-            w = self.posterior(z, temperature, top_k)
-        elif weights is not None:
-            w = self._check_weights(weights, batch)
-        else:
-            w = self._config_weights("random" if config is None else config, picks)
-        mean, std = self.prior.mix(w, mix_mode)
-        m = self.size_multiple
-        size = (self.latent_channels, clean.shape[2] // m, clean.shape[3] // m)
-        eps = torch.stack([torch.randn(size, generator=g) for g in gens]).to(mean)
-        noisy = self.decode(self.prior.reparameterize(mean, std, eps), clean, feats).clamp_(0.0, 1.0)
+        reference_z = None if reference is None else self.encode(reference, clean, feats)[0]
+        w, z = self._sample_latent(reference_z, config, weights, picks, eps, temperature, top_k, mix_mode)
+        noisy = self.decode(z, clean, feats).clamp_(0.0, 1.0)
         if return_params:
             return noisy, SampleParams(weights=w, seeds=seeds)
         return noisy
+
+
+def draw_item_noise(seeds: Tensor, num_classes: int, size: tuple[int, int, int]) -> tuple[list[int], Tensor]:
+    """Each item's random configuration pick, then its eps (B, *size), from manual_seed(seed) generators.
+
+    The randomness contract of `NAFlow.sample`: every item draws its pick first, used or not, so that
+    replaying (weights, seeds) with weights= reproduces any sample exactly. eps is written straight into
+    one (B, *size) tensor of torch's default dtype (what a fresh ``torch.randn(size, generator=g)`` gives,
+    without a stack copy).
+    """
+    eps = torch.empty((len(seeds), *size))
+    picks = []
+    for i, s in enumerate(seeds.tolist()):
+        g = torch.Generator("cpu").manual_seed(int(s))
+        picks.append(int(torch.randint(num_classes, (1,), generator=g)))
+        torch.randn(size, generator=g, out=eps[i])
+    return picks, eps
