@@ -31,6 +31,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from naflow_aug import metrics
+from naflow_aug.data.folders import iter_images
+from naflow_aug.data.images import IMAGE_SUFFIXES, read_image
 from naflow_aug.denoisers.dncnn import (
     DnCNN,
     DnCNNConfig,
@@ -570,9 +572,6 @@ def evaluate_sidd_validation(
     )
 
 
-_IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-
-
 def paired_folder_pairs(folder: str | os.PathLike) -> list[tuple[str, str, Path, Path]]:
     """Pairs of a user's paired folder -> ``(name, group, noisy_path, clean_path)``.
 
@@ -588,14 +587,6 @@ def paired_folder_pairs(folder: str | os.PathLike) -> list[tuple[str, str, Path,
     else:
         records = scan_paired_folders(folder)
     return [(Path(r.noisy_path).stem, r.cls, Path(r.noisy_path), Path(r.clean_path)) for r in records]
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An 8-bit RGB image file -> (H, W, 3) uint8."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 def load_pairs(pairs: Iterable[tuple[str, str, Any, Any]]) -> Iterator[Pair]:
@@ -929,15 +920,15 @@ def _seeded_model(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
 
 
 class CleanFolder:
-    """Clean images of a folder (recursive; png/jpg/bmp/tif) as items ``{'clean': (H, W, 3) uint8}``."""
+    """Clean images of a folder (recursive, as `iter_images`) as items ``{'clean': (H, W, 3) uint8}``."""
 
     def __init__(self, root: str | os.PathLike, *, cache: bool = True):
         self.root = Path(root)
         if not self.root.is_dir():
             raise ValueError(f"clean image folder {self.root} does not exist")
-        self.paths = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in _IMAGE_EXTS)
+        self.paths = sorted(iter_images(self.root))
         if not self.paths:
-            raise ValueError(f"{self.root} holds no images ({sorted(_IMAGE_EXTS)})")
+            raise ValueError(f"{self.root} holds no images ({sorted(IMAGE_SUFFIXES)})")
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
 
     def __len__(self) -> int:
