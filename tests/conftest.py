@@ -1,4 +1,5 @@
-"""Shared test settings: CPU by default, `--device cuda` to run the device-aware tests on a GPU."""
+"""Shared test settings: CPU by default, `--device cuda` to run the device-aware tests on a GPU; a tiny
+random NAFlow (as an object and as a checkpoint file) for the tests that need a model but not a good one."""
 
 from __future__ import annotations
 
@@ -33,3 +34,35 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def _limit_threads() -> None:
     torch.set_num_threads(1)  # tiny shapes: threads cost more than they give on a shared 2-core machine
+
+
+TINY_CLASSES = ("A_00100", "B_00800", "C_03200")
+
+
+def make_tiny_naflow():
+    """3 classes, small widths; ActNorm initialised by one training-mode forward; distinct class scales."""
+    from naflow_aug import flow
+
+    torch.manual_seed(0)
+    cfg = flow.NAFlowConfig(
+        classes=TINY_CLASSES, hidden_channels=8, encoder_channels=8, transition_steps=1, conditional_steps=1
+    )
+    net = flow.NAFlow(cfg)
+    clean = torch.rand(2, 3, 32, 32) * 0.8 + 0.1
+    net.train()
+    net.encode((clean + 0.05 * torch.randn_like(clean)).clamp(0, 1), clean)
+    with torch.no_grad():
+        net.prior.std.copy_(torch.tensor([0.3, 1.0, 2.0])[:, None].expand_as(net.prior.std))
+    return net.freeze()
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return make_tiny_naflow()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_model, tmp_path_factory) -> Path:
+    from naflow_aug import save_checkpoint
+
+    return save_checkpoint(tiny_model, tmp_path_factory.mktemp("model") / "tiny.pt")

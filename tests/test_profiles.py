@@ -13,31 +13,7 @@ from naflow_aug.profiles import NoiseProfile, calibrate, find_pairs
 from naflow_aug.runs import sha256_file
 from naflow_aug.sampling import make_noise_source
 
-flow = pytest.importorskip("naflow_aug.flow", reason="the NAFlow model package is not there yet")
-
-CLASSES = ("A_00100", "B_00800", "C_03200")
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    cfg = flow.NAFlowConfig(
-        classes=CLASSES, hidden_channels=8, encoder_channels=8, transition_steps=1, conditional_steps=1
-    )
-    net = flow.NAFlow(cfg)
-    clean = torch.rand(2, 3, 32, 32) * 0.8 + 0.1
-    net.train()
-    net.encode((clean + 0.05 * torch.randn_like(clean)).clamp(0, 1), clean)
-    with torch.no_grad():
-        net.prior.std.copy_(torch.tensor([0.3, 1.0, 2.0])[:, None].expand_as(net.prior.std))
-    return net.freeze()
-
-
-@pytest.fixture(scope="module")
-def checkpoint(model, tmp_path_factory):
-    from naflow_aug import save_checkpoint
-
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+CLASSES = ("A_00100", "B_00800", "C_03200")  # the tiny model of conftest.py
 
 
 def _camera_pairs(model, n: int = 3, config: str = "C_03200", size: int = 32):
@@ -47,9 +23,9 @@ def _camera_pairs(model, n: int = 3, config: str = "C_03200", size: int = 32):
     return clean, noisy
 
 
-def test_calibrate_save_load_apply(model, tmp_path) -> None:
-    clean, noisy = _camera_pairs(model)
-    profile = calibrate(model, zip(clean, noisy, strict=True), files=["a", "b", "c"])
+def test_calibrate_save_load_apply(tiny_model, tmp_path) -> None:
+    clean, noisy = _camera_pairs(tiny_model)
+    profile = calibrate(tiny_model, zip(clean, noisy, strict=True), files=["a", "b", "c"])
     assert profile.pairs == 3 and profile.classes == CLASSES
     assert profile.top(1)[0][0] == "C_03200" and sum(profile.weights) == pytest.approx(1.0)
     path = profile.save(tmp_path / "camera.json")
@@ -57,16 +33,16 @@ def test_calibrate_save_load_apply(model, tmp_path) -> None:
     assert data["format_version"] == 1 and data["model_classes"] == list(CLASSES)
     assert set(data["weights"]) == set(CLASSES) and data["pairs"] == 3 and data["files"] == ["a", "b", "c"]
     assert NoiseProfile.load(path) == profile
-    source = make_noise_source(f"profile:{path}", model)
+    source = make_noise_source(f"profile:{path}", tiny_model)
     out, params = source(clean, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(params.weights[0], torch.tensor(profile.weights, dtype=torch.float32))
     assert torch.equal(source.replay(clean, params), out)
 
 
-def test_mismatched_profile_names_both_class_lists(model, tmp_path) -> None:
+def test_mismatched_profile_names_both_class_lists(tiny_model, tmp_path) -> None:
     other = NoiseProfile(classes=("S6_00100", "GP_03200"), weights=(0.3, 0.7)).save(tmp_path / "other.json")
     with pytest.raises(ValueError) as e:
-        make_noise_source(f"profile:{other}", model)
+        make_noise_source(f"profile:{other}", tiny_model)
     assert "S6_00100" in str(e.value) and "B_00800" in str(e.value)
 
 
@@ -97,20 +73,16 @@ def _write_pairs(model, folder, layout: str) -> None:
 
 
 @pytest.mark.parametrize("layout", ["suffix", "subfolders"])
-def test_calibrate_cli(layout, model, checkpoint, tmp_path, capsys) -> None:
+def test_calibrate_cli(layout, tiny_model, tiny_checkpoint, tmp_path, capsys) -> None:
     pairs = tmp_path / "pairs"
-    _write_pairs(model, pairs, layout)
-    out = tmp_path / "profile.json"
-    rc = cli.main(
-        ["calibrate", "--pairs", str(pairs), "--out", str(out), "--model", str(checkpoint), "--no-progress"]
-    )
+    _write_pairs(tiny_model, pairs, layout)
+    out, ckpt = tmp_path / "profile.json", str(tiny_checkpoint)
+    rc = cli.main(["calibrate", "--pairs", str(pairs), "--out", str(out), "--model", ckpt, "--no-progress"])
     assert rc == 0 and "C_03200" in capsys.readouterr().out
     profile = NoiseProfile.load(out)
     assert profile.pairs == 3 and profile.top(1)[0][0] == "C_03200"
-    assert profile.model_sha256 == sha256_file(checkpoint) and len(profile.files) == 3
-    rc = cli.main(
-        ["calibrate", "--pairs", str(tmp_path / "nowhere"), "--out", str(out), "--model", str(checkpoint)]
-    )
+    assert profile.model_sha256 == sha256_file(tiny_checkpoint) and len(profile.files) == 3
+    rc = cli.main(["calibrate", "--pairs", str(tmp_path / "nowhere"), "--out", str(out), "--model", ckpt])
     assert rc == 2 and "nowhere" in capsys.readouterr().err
 
 
