@@ -4,6 +4,7 @@ random NAFlow (as an object and as a checkpoint file) for the tests that need a 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,17 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def _limit_threads() -> None:
     torch.set_num_threads(1)  # tiny shapes: threads cost more than they give on a shared 2-core machine
+
+
+@pytest.fixture(autouse=True)
+def _single_thread() -> Iterator[None]:
+    """Every test runs single-threaded, whatever an earlier one left: on a shared, oversubscribed CPU two
+    OpenMP threads spin-wait and made the flow parity tests ~30x slower (measured 50 s vs 1.8 s under load).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 TINY_CLASSES = ("A_00100", "B_00800", "C_03200")

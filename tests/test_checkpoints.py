@@ -17,14 +17,6 @@ TINY = NAFlowConfig(classes=("A_00100", "B_00200"), levels=1, transition_steps=1
                     hidden_channels=4, encoder_channels=8)  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():  # see tests/flow/conftest.py: 2 OpenMP threads thrash on a loaded shared CPU
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _perturbed(config: NAFlowConfig = TINY) -> NAFlow:
     torch.manual_seed(0)
     model = NAFlow(config)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 import naflow_aug
@@ -15,14 +14,6 @@ from naflow_aug.data.images import read_image, write_png
 
 TINY = NAFlowConfig(classes=("A_00100", "B_00200"), levels=2, transition_steps=1, conditional_steps=1,
                     hidden_channels=4, encoder_channels=8)  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():  # see tests/flow/conftest.py: 2 OpenMP threads thrash on a loaded shared CPU
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _setup(tmp_path: Path) -> tuple[Path, Path, Path]:

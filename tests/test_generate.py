@@ -46,15 +46,6 @@ class StandIn:
         return torch.stack(noisy), torch.tensor(weights)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # the machine is shared; one intra-op thread is also what the subprocesses below use
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory) -> Path:
     """A simulated camera in the SIDD-Medium layout: 3 configurations x 2 scenes, 32-48 pixel images."""

@@ -39,16 +39,6 @@ def _write_sidd_like(root: Path, pairs_per_config: int = 3, size: int = 48, seed
     return root
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convolutions gain nothing from threads, and on a shared, loaded machine threads that spin-wait
-    # for each other make these runs many times slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _write_sidd_like(tmp_path_factory.mktemp("sidd_like"))
