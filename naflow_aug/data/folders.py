@@ -24,13 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from naflow_aug.data.images import IMAGE_SUFFIXES, image_size, read_image
-from naflow_aug.data.sidd import PairedCropDataset, _crop_hw
+from naflow_aug.data.images import IMAGE_SUFFIXES, image_size
+from naflow_aug.data.sidd import PairedCropDataset, _crop_hw, _load_uint8, _random_window
 
 __all__ = [
     "UNLABELLED",
@@ -332,14 +331,11 @@ class CleanFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.paths[index]
-        img = torch.from_numpy(np.ascontiguousarray(read_image(path).transpose(2, 0, 1)))
+        img = _load_uint8(path)
         h, w = img.shape[-2:]
         if self.crop_size is not None:
             ch, cw = self.crop_size
-            if ch > h or cw > w:
-                raise ValueError(f"{path}: crop {ch}x{cw} is larger than the image ({h}x{w})")
-            top = int(torch.randint(0, h - ch + 1, (1,), generator=self.generator))
-            left = int(torch.randint(0, w - cw + 1, (1,), generator=self.generator))
+            top, left = _random_window(h, w, ch, cw, self.generator, str(path))
             img = img[:, top : top + ch, left : left + cw]
         else:
             m = self.size_multiple

@@ -178,6 +178,17 @@ def _crop_hw(crop_size: int | Sequence[int] | None) -> tuple[int, int] | None:
     return hw
 
 
+def _random_window(
+    h: int, w: int, ch: int, cw: int, generator: torch.Generator | None, name: str
+) -> tuple[int, int]:
+    """(top, left) of a random ch x cw window of an h x w image, drawn from ``generator`` (top first)."""
+    if ch > h or cw > w:
+        raise ValueError(f"{name}: crop {ch}x{cw} is larger than the image ({h}x{w})")
+    top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+    return top, left
+
+
 def random_paired_crop(
     clean: torch.Tensor,
     noisy: torch.Tensor,
@@ -195,12 +206,8 @@ def random_paired_crop(
     if clean.shape != noisy.shape:
         raise ValueError(f"{name}: clean {tuple(clean.shape)} and noisy {tuple(noisy.shape)} differ in size")
     h, w = clean.shape[-2:]
-    hw = _crop_hw(crop_size) or (h, w)
-    ch, cw = hw
-    if ch > h or cw > w:
-        raise ValueError(f"{name}: crop {ch}x{cw} is larger than the image ({h}x{w})")
-    top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
-    left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+    ch, cw = _crop_hw(crop_size) or (h, w)
+    top, left = _random_window(h, w, ch, cw, generator, name)
     clean = clean[..., top : top + ch, left : left + cw]
     noisy = noisy[..., top : top + ch, left : left + cw]
     if augment:
