@@ -193,15 +193,13 @@ _CLEAN_NOISY = (
 def find_pairs(folder: str | os.PathLike) -> list[tuple[Path, Path]]:
     """(clean, noisy) files in a folder (searched recursively): ``<name>_clean.<ext>`` with
     ``<name>_noisy.<ext>``, or SIDD's ``<inst>_GT_SRGB_<shot>`` with ``<inst>_NOISY_SRGB_<shot>``."""
-    from naflow_aug.data.images import IMAGE_SUFFIXES
+    from naflow_aug.data.folders import iter_images
 
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"pairs folder {str(folder)!r} is not a directory")
     found: dict[tuple[Path, str], dict[str, Path]] = {}
-    for f in sorted(folder.rglob("*")):
-        if not f.is_file() or f.suffix.lower() not in IMAGE_SUFFIXES or f.name.startswith("."):
-            continue
+    for f in sorted(iter_images(folder)):
         for pattern, role in _CLEAN_NOISY:
             m = pattern.match(f.stem)
             if m:
