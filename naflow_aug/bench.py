@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from naflow_aug import metrics
 from naflow_aug.data.folders import iter_images
 from naflow_aug.data.images import IMAGE_SUFFIXES, read_image
+from naflow_aug.data.sidd import looks_like_sidd_medium
 from naflow_aug.denoisers.dncnn import (
     DnCNN,
     DnCNNConfig,
@@ -943,13 +944,6 @@ class CleanFolder:
         return {"clean": image}
 
 
-def _is_sidd_layout(root: Path) -> bool:
-    from naflow_aug.data.sidd import FOLDER_RE
-
-    data = root / "Data" if (root / "Data").is_dir() else root
-    return any(FOLDER_RE.match(p.name) for p in data.iterdir() if p.is_dir())
-
-
 class SiddPairsInMemory:
     """SIDD pairs decoded once into memory as items ``{'clean', 'noisy'}`` (H, W, 3) uint8 + ``'cls'``."""
 
@@ -1049,7 +1043,7 @@ def bench_from_paths(
         root = Path(clean)
         if not root.is_dir():
             raise ValueError(f"clean folder {root} does not exist")
-        if _is_sidd_layout(root):
+        if looks_like_sidd_medium(root):
             dataset, evaluation = sidd_split_data(root, split, progress=progress)
         elif split is not None:
             raise ValueError(f"--split needs a SIDD-Medium-layout folder; {root} is a plain image folder")

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 import naflow_aug
 from naflow_aug.data import hdf5
 from naflow_aug.data.images import image_size, read_image
+from naflow_aug.data.sidd import looks_like_sidd_medium
 from naflow_aug.runs import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -147,13 +148,6 @@ class SourceImage:
     label: str | None = None
 
 
-def _looks_like_sidd(root: Path) -> bool:
-    from naflow_aug.data.sidd import FOLDER_RE
-
-    data = root / "Data" if (root / "Data").is_dir() else root
-    return any(p.is_dir() and FOLDER_RE.match(p.name) for p in data.iterdir())
-
-
 def scan_source(root: str | os.PathLike, kind: SourceKind = "auto") -> list[SourceImage]:
     """The images of a source, sorted, as ``SourceImage`` records (file names only; no pixels read).
 
@@ -171,7 +165,7 @@ def scan_source(root: str | os.PathLike, kind: SourceKind = "auto") -> list[Sour
     if kind == "auto":
         if manifest:
             kind = "paired"
-        elif _looks_like_sidd(root):
+        elif looks_like_sidd_medium(root):
             kind = "sidd"
         elif folders._find_dir(root, folders.NOISY_DIR_NAMES) and folders._find_dir(
             root, folders.CLEAN_DIR_NAMES

@@ -100,6 +100,11 @@ def _data_dir(root: str | os.PathLike) -> Path:
     return data if data.is_dir() else root
 
 
+def looks_like_sidd_medium(root: str | os.PathLike) -> bool:
+    """Whether a folder (``root`` or ``root/Data``) holds SIDD-Medium scene-instance folders."""
+    return any(p.is_dir() and FOLDER_RE.match(p.name) for p in _data_dir(root).iterdir())
+
+
 def _folder_pairs(folder: Path, check_sizes: bool) -> list[SiddPair]:
     meta = parse_instance_folder(folder.name)
     found: dict[str, dict[str, Path]] = {}
