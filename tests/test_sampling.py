@@ -11,26 +11,7 @@ from naflow_aug import tiling
 from naflow_aug.baselines import Baselines, ConfigBaseline
 from naflow_aug.sampling import NoiseParams, make_noise_source, parse_noise_spec
 
-flow = pytest.importorskip("naflow_aug.flow", reason="the NAFlow model package is not there yet")
-NAFlow, NAFlowConfig = flow.NAFlow, flow.NAFlowConfig
-
-CLASSES = ("A_00100", "B_00800", "C_03200")
-
-
-@pytest.fixture(scope="module")
-def model() -> NAFlow:
-    """A tiny random NAFlow; ActNorm initialised by one training-mode forward on mildly noisy images."""
-    torch.manual_seed(0)
-    cfg = NAFlowConfig(
-        classes=CLASSES, hidden_channels=8, encoder_channels=8, transition_steps=1, conditional_steps=1
-    )
-    net = NAFlow(cfg)
-    clean = torch.rand(2, 3, 32, 32) * 0.8 + 0.1
-    net.train()
-    net.encode((clean + 0.05 * torch.randn_like(clean)).clamp(0, 1), clean)
-    with torch.no_grad():  # distinct classes: different latent scales, so NAS has something to tell apart
-        net.prior.std.copy_(torch.tensor([0.3, 1.0, 2.0])[:, None].expand_as(net.prior.std))
-    return net.freeze()
+CLASSES = ("A_00100", "B_00800", "C_03200")  # the tiny model of conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +52,8 @@ def test_parse_spec_forms_and_errors() -> None:
 
 
 @pytest.mark.parametrize("spec", ALL_MODEL + ALL_MODEL_FREE)
-def test_batch_equals_items_and_replay(spec, model, baselines) -> None:
-    source = make_noise_source(spec, model, baselines=baselines)
+def test_batch_equals_items_and_replay(spec, tiny_model, baselines) -> None:
+    source = make_noise_source(spec, tiny_model, baselines=baselines)
     clean = _clean()
     noisy, params = source(clean, generator=torch.Generator().manual_seed(7))
     assert noisy.shape == clean.shape and noisy.dtype == clean.dtype
@@ -95,22 +76,22 @@ def test_batch_equals_items_and_replay(spec, model, baselines) -> None:
     assert not torch.allclose(out[0], out[1]) and not torch.allclose(out[1], out[2])
 
 
-def test_model_sources_match_model_sample(model) -> None:
+def test_model_sources_match_model_sample(tiny_model) -> None:
     clean = _clean(h=32, w=32)
     for spec, kwargs in [("random", {}), ("config:C_03200", {"config": "C_03200"})]:
-        noisy, params = make_noise_source(spec, model)(clean, generator=torch.Generator().manual_seed(1))
-        expected = model.sample(clean, seeds=params.seeds, **kwargs)
+        noisy, params = make_noise_source(spec, tiny_model)(clean, generator=torch.Generator().manual_seed(1))
+        expected = tiny_model.sample(clean, seeds=params.seeds, **kwargs)
         assert torch.allclose(noisy, expected, atol=1e-5), spec  # float-level: model may fuse ops
-    source = make_noise_source("weights:0.2,0.3,0.5", model)
+    source = make_noise_source("weights:0.2,0.3,0.5", tiny_model)
     noisy, params = source(clean, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(params.weights, torch.tensor([0.2, 0.3, 0.5]).expand(3, 3))
     assert torch.allclose(
-        noisy, model.sample(clean, weights=params.weights[0], seeds=params.seeds), atol=1e-5
+        noisy, tiny_model.sample(clean, weights=params.weights[0], seeds=params.seeds), atol=1e-5
     )
 
 
-def test_random_records_configs_and_labels_override(model) -> None:
-    source = make_noise_source("random", model)
+def test_random_records_configs_and_labels_override(tiny_model) -> None:
+    source = make_noise_source("random", tiny_model)
     _, params = source(_clean(b=8), generator=torch.Generator().manual_seed(0))
     assert set(params.configs) <= set(CLASSES) and len(set(params.configs)) > 1
     picked = [CLASSES[i] for i in params.weights.argmax(1).tolist()]
@@ -124,12 +105,12 @@ def test_random_records_configs_and_labels_override(model) -> None:
         source(_clean(b=1), labels=["Z_00001"])
 
 
-def test_nas_recovers_reference_configuration(model) -> None:
+def test_nas_recovers_reference_configuration(tiny_model) -> None:
     clean = _clean(b=3, h=32, w=32)
-    reference = model.sample(
+    reference = tiny_model.sample(
         clean, config=["A_00100", "B_00800", "C_03200"], generator=torch.Generator().manual_seed(2)
     )
-    source = make_noise_source("nas", model)
+    source = make_noise_source("nas", tiny_model)
     noisy, params = source(clean, reference=reference, generator=torch.Generator().manual_seed(0))
     assert params.weights.argmax(1).tolist() == [0, 1, 2]
     assert torch.allclose(params.weights.sum(1), torch.ones(3))
@@ -138,7 +119,7 @@ def test_nas_recovers_reference_configuration(model) -> None:
         source(clean)
 
 
-def test_real_returns_reference(model) -> None:
+def test_real_returns_reference(tiny_model) -> None:
     clean = _clean()
     reference = (clean + 0.1).clamp(0, 1)
     source = make_noise_source("real")
@@ -173,22 +154,22 @@ def test_baselines_from_file_spelling(tmp_path, baselines) -> None:
         make_noise_source("gaussian-per-config")
 
 
-def test_spelling_errors_name_value(model, tmp_path) -> None:
+def test_spelling_errors_name_value(tiny_model, tmp_path) -> None:
     with pytest.raises(ValueError, match="Q_00001.*A_00100"):
-        make_noise_source("config:Q_00001", model)
+        make_noise_source("config:Q_00001", tiny_model)
     with pytest.raises(ValueError, match="2 values.*3 classes"):
-        make_noise_source("weights:0.5,0.5", model)
+        make_noise_source("weights:0.5,0.5", tiny_model)
     with pytest.raises(ValueError, match="not a number"):
-        make_noise_source("weights:0.5,x,1", model)
+        make_noise_source("weights:0.5,x,1", tiny_model)
     with pytest.raises(ValueError, match=">= 0"):
-        make_noise_source("weights:-1,1,1", model)
+        make_noise_source("weights:-1,1,1", tiny_model)
     with pytest.raises(ValueError, match="lacks"):
-        make_noise_source("weights:Z_1=1", model)
+        make_noise_source("weights:Z_1=1", tiny_model)
     with pytest.raises(ValueError, match="does not exist"):
-        make_noise_source("weights:missing.json", model)
+        make_noise_source("weights:missing.json", tiny_model)
     path = tmp_path / "w.json"
     path.write_text(json.dumps({"C_03200": 2, "A_00100": 2}))
-    source = make_noise_source(f"weights:{path}", model)
+    source = make_noise_source(f"weights:{path}", tiny_model)
     assert torch.allclose(source.fixed_weights, torch.tensor([0.5, 0.0, 0.5]))
     with pytest.raises(ValueError, match="abc"):
         make_noise_source("gaussian:abc")
@@ -209,14 +190,14 @@ def test_spelling_errors_name_value(model, tmp_path) -> None:
         (torch.rand(1, 3, 16, 16).numpy(), TypeError, "ndarray"),
     ],
 )
-def test_bad_inputs(bad, error, match, model) -> None:
-    for source in (make_noise_source("random", model), make_noise_source("gaussian:5")):
+def test_bad_inputs(bad, error, match, tiny_model) -> None:
+    for source in (make_noise_source("random", tiny_model), make_noise_source("gaussian:5")):
         with pytest.raises(error, match=match):
             source(bad)
 
 
-def test_any_size_pads_and_crops(model) -> None:
-    source = make_noise_source("config:B_00800", model)
+def test_any_size_pads_and_crops(tiny_model) -> None:
+    source = make_noise_source("config:B_00800", tiny_model)
     clean = _clean(b=2, h=21, w=13)
     noisy, params = source(clean, generator=torch.Generator().manual_seed(0))
     assert noisy.shape == clean.shape
@@ -241,10 +222,10 @@ def test_tiles_cover_image_once() -> None:
         tiling.make_tiles(200, 200, 8, tile_size=32, overlap=16)
 
 
-def test_tiled_matches_untiled(model) -> None:
+def test_tiled_matches_untiled(tiny_model) -> None:
     clean = _clean(b=1, h=150, w=190, seed=4)
-    tiled = make_noise_source("config:C_03200", model, tile_size=64, overlap=16)
-    whole = make_noise_source("config:C_03200", model, tile_size=None)
+    tiled = make_noise_source("config:C_03200", tiny_model, tile_size=64, overlap=16)
+    whole = make_noise_source("config:C_03200", tiny_model, tile_size=None)
     noisy_t, params = tiled(clean, generator=torch.Generator().manual_seed(0))
     noisy_w = whole.replay(clean, params)
     assert len(tiling.make_tiles(152, 192, 8, 64, 16)) > 4
@@ -260,8 +241,8 @@ def test_tiled_matches_untiled(model) -> None:
     # NAS on a large image: the same posterior tiled and untiled
     reference = noisy_w
     w_t = tiled.nas_weights(clean, reference) if hasattr(tiled, "nas_weights") else None
-    nas_t = make_noise_source("nas", model, tile_size=64, overlap=16).nas_weights(clean, reference)
-    nas_w = make_noise_source("nas", model, tile_size=None).nas_weights(clean, reference)
+    nas_t = make_noise_source("nas", tiny_model, tile_size=64, overlap=16).nas_weights(clean, reference)
+    nas_w = make_noise_source("nas", tiny_model, tile_size=None).nas_weights(clean, reference)
     assert w_t is not None and torch.allclose(nas_t, nas_w, atol=1e-3)
     assert int(nas_t.argmax()) == 2
 
