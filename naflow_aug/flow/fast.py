@@ -549,13 +549,7 @@ class FastNAFlow:
     @torch.no_grad()
     def decode(self, z: Tensor, clean: Tensor, features: CleanFeatures | None = None) -> Tensor:
         """As `NAFlow.decode`: z (B, C, H/m, W/m), clean (B, 3, H, W) -> noisy (B, 3, H, W), not clamped."""
-        model = self.model
-        model._check_images(clean, "clean")
-        m = self.size_multiple
-        expected = (clean.shape[0], self.latent_channels, clean.shape[2] // m, clean.shape[3] // m)
-        if not isinstance(z, Tensor) or tuple(z.shape) != expected:
-            got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-            raise ValueError(f"z must have shape {expected} for this clean image, got {got}")
+        self.model._check_latent(z, clean)
         feats = self._features(clean, features)
         x = self._decode(z.to(self.plan.enc_w[0].dtype).permute(0, 2, 3, 1), feats)
         return x.permute(0, 3, 1, 2).contiguous()

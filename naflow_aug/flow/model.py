@@ -183,6 +183,15 @@ class NAFlow(nn.Module):
         if noisy.shape != clean.shape:
             raise ValueError(f"noisy and clean shapes differ: {tuple(noisy.shape)} vs {tuple(clean.shape)}")
 
+    def _check_latent(self, z: Tensor, clean: Tensor) -> None:
+        """Checks the clean images, then that z is (B, C, H/m, W/m) for them."""
+        self._check_images(clean, "clean")
+        m = self.size_multiple
+        expected = (clean.shape[0], self.latent_channels, clean.shape[2] // m, clean.shape[3] // m)
+        if not isinstance(z, Tensor) or tuple(z.shape) != expected:
+            got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise ValueError(f"z must have shape {expected} for this clean image, got {got}")
+
     def _features(self, clean: Tensor, features: list[Tensor] | None) -> list[Tensor]:
         if features is None:
             return self.encoder(clean)
@@ -218,12 +227,7 @@ class NAFlow(nn.Module):
 
     def decode(self, z: Tensor, clean: Tensor, features: list[Tensor] | None = None) -> Tensor:
         """Latent z (B, C, H/m, W/m) and clean (B, 3, H, W) -> noisy (B, 3, H, W), not clamped."""
-        self._check_images(clean, "clean")
-        m = self.size_multiple
-        expected = (clean.shape[0], self.latent_channels, clean.shape[2] // m, clean.shape[3] // m)
-        if not isinstance(z, Tensor) or tuple(z.shape) != expected:
-            got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-            raise ValueError(f"z must have shape {expected} for this clean image, got {got}")
+        self._check_latent(z, clean)
         feats = self._features(clean, features)
         x = z
         for layer, level in zip(reversed(self.flow), reversed(self._feature_level), strict=True):
