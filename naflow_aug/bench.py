@@ -41,7 +41,14 @@ from naflow_aug.denoisers.dncnn import (
     latest_checkpoint,
     save_dncnn,
 )
-from naflow_aug.runs import RunDir, atomic_write_text, config_from_dict, config_to_dict, read_toml
+from naflow_aug.runs import (
+    RunDir,
+    atomic_write_text,
+    build_seeded,
+    config_from_dict,
+    config_to_dict,
+    read_toml,
+)
 
 log = logging.getLogger(__name__)
 
@@ -809,7 +816,7 @@ def run_benchmark(
         elif source.batches is None:
             raise ValueError(f"source {source.name!r} has neither batches nor a model")
         else:
-            model = _seeded_model(model_factory, preset.seed).to(device)
+            model = build_seeded(model_factory, preset.seed).to(device)  # same start for every source
             train_denoiser(
                 model,
                 source.batches,
@@ -908,13 +915,6 @@ def make_dncnn(preset: BenchPreset) -> DnCNN:
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
     return model
-
-
-def _seeded_model(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
-    # Same initial weights for every source without touching the caller's global RNG state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return factory()
 
 
 # ----------------------------------------------------------------------------------- from files (the CLI)

@@ -285,3 +285,14 @@ class RunDir:
 
     def write_results(self, results: Mapping[str, Any]) -> Path:
         return atomic_write_json(self.results_path, results)
+
+
+def build_seeded(factory: Callable[[], T], seed: int) -> T:
+    """``factory()`` with torch's global RNG seeded by ``seed`` inside, and left as it was outside.
+
+    Module constructors (``nn.init``) draw from the global RNG and take no generator, so initial weights
+    that depend only on a seed need this; the caller's random state is not touched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory()

@@ -32,7 +32,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .runs import RunDir, atomic_torch_save, config_from_dict, config_to_dict, read_toml
+from .data.sidd import _load_uint8
+from .runs import RunDir, atomic_torch_save, build_seeded, config_from_dict, config_to_dict, read_toml
 
 logger = logging.getLogger(__name__)
 
@@ -247,15 +248,8 @@ def _split_pairs(pairs: list[_Pair], config: TrainConfig) -> tuple[list[_Pair], 
     return train, val, f"validation instances {sorted(val_ids)} (held out at random, seed {config.seed})"
 
 
-def _read_rgb(path: Path) -> torch.Tensor:
-    """A PNG as (3, H, W) uint8."""
-    from .data.images import read_image
-
-    return torch.from_numpy(np.ascontiguousarray(read_image(path).transpose(2, 0, 1)))
-
-
 def _read_pair(pair: _Pair) -> tuple[torch.Tensor, torch.Tensor]:
-    noisy, clean = _read_rgb(pair.noisy), _read_rgb(pair.clean)
+    noisy, clean = _load_uint8(pair.noisy), _load_uint8(pair.clean)
     if noisy.shape != clean.shape:
         raise ValueError(f"{pair.noisy} is {tuple(noisy.shape)} but {pair.clean} is {tuple(clean.shape)}")
     return noisy, clean
@@ -629,9 +623,8 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
         model = _model_from_checkpoint(state)
     else:
         # The initial weights are a function of the seed; torch's global RNG is left as it was.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            model = _build_model(config, sorted({p.label for p in train_pairs}))
+        labels = sorted({p.label for p in train_pairs})
+        model = build_seeded(lambda: _build_model(config, labels), config.seed)
     classes = list(model.classes)
     known = set(classes)
     dropped = sorted({p.label for p in train_pairs} - known)
