@@ -10,6 +10,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="naflow-aug", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_refit_prior(sub)
     _add_generate(sub)
     _add_verify(sub)
     _add_sample(sub)
@@ -68,6 +69,48 @@ def _run_train(args: argparse.Namespace) -> int:
     print(f"trained {results['steps']} steps in {results['train_seconds']:.0f} s; model: {results['model']}")
     if final:
         print("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()))
+    return 0
+
+
+def _add_refit_prior(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("refit-prior", help="refit a model's per-configuration latent Gaussians on pairs "
+                       "(closed-form maximum likelihood with the flow fixed)")  # fmt: skip
+    p.add_argument("--model", required=True, help="bundled model name or checkpoint path")
+    p.add_argument("--data", required=True, help="folder of pairs in the SIDD-Medium layout")
+    p.add_argument("--split", help="use this split's training instances only (sidd-mini or a TOML)")
+    p.add_argument("--max-size", type=int, default=1024,
+                   help="centre crop of at most this side per image (0: whole images; default 1024)")
+    p.add_argument("--out", required=True, help="checkpoint to write (project format)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_refit_prior)
+
+
+def _run_refit_prior(args: argparse.Namespace) -> int:
+    import naflow_aug
+    from naflow_aug.data.sidd import _load_uint8, load_split, scan_sidd_medium
+    from naflow_aug.train import refit_prior
+
+    try:
+        model = naflow_aug.load(args.model, device=args.device)
+        train = set(load_split(args.split)[0]) if args.split else None
+        records = [r for r in scan_sidd_medium(args.data) if train is None or r.instance in train]
+        if not records:
+            raise ValueError(f"no pairs in {args.data}" + (f" among split {args.split}'s training instances"
+                                                           if args.split else ""))
+        pairs = ((_load_uint8(r.noisy_path), _load_uint8(r.clean_path), r.cls) for r in records)
+        summary = refit_prior(model, pairs, max_size=args.max_size, progress=not args.no_progress)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"naflow-aug refit-prior: error: {e}", file=sys.stderr)
+        return 2
+    extra = {"prior_refit": {"from": str(args.model), "from_sha256": model.checkpoint_sha256,
+                             "data": str(args.data), "split": args.split or "", "pairs": summary["pairs"],
+                             "max_size": args.max_size}}  # fmt: skip
+    path = naflow_aug.save_checkpoint(model, args.out, extra=extra)
+    print(f"refit {len(summary['classes'])} configurations on {summary['pairs']} pairs "
+          f"({summary['skipped']} of unknown configurations skipped); written to {path}")
+    if summary["unchanged"]:
+        print(f"  without pairs, unchanged: {', '.join(summary['unchanged'])}")
     return 0
 
 

@@ -22,7 +22,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ __all__ = [
     "evaluate",
     "load_train_config",
     "preset",
+    "refit_prior",
     "train",
 ]
 
@@ -104,6 +105,10 @@ class TrainConfig:
     val_crop: int = 256  # centre crop of each held-out pair (0 = the whole image, trimmed to a multiple of 8)
     val_samples: int = 2  # NAS samples per held-out pair (metrics averaged)
     val_max_pairs: int = 0  # 0 = all held-out pairs
+    # after the last step, set each configuration's Gaussian to the closed-form fit of the training
+    # pairs' latents (:func:`refit_prior`); model.pt gets the refit prior, checkpoint.pt keeps the trained one
+    refit_prior: bool = False
+    refit_max_size: int = 1024  # centre crop of at most this side per training image for the refit (0: whole)
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "crop_size", "log_every", "checkpoint_every", "val_samples")
@@ -112,7 +117,7 @@ class TrainConfig:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
         non_negative = ("val_every", "val_crop", "val_max_pairs", "warmup_steps", "max_nonfinite",
-                        "num_workers", "threads")
+                        "num_workers", "threads", "refit_max_size")
         for name in non_negative:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -557,6 +562,86 @@ def evaluate(model: nn.Module, val: _ValSet, *, samples: int = 2, cond_noise_std
     return {k: sums[k] / counts[k] for k in sums}
 
 
+# ------------------------------------------------------------------------------------------ prior refit
+
+
+@torch.no_grad()
+def refit_prior(model: nn.Module, pairs: Iterable[tuple[torch.Tensor, torch.Tensor, str]], *,
+                max_size: int = 1024, progress: bool = False) -> dict[str, Any]:
+    """Set each configuration's latent Gaussian to the maximum-likelihood fit of its pairs' latents.
+
+    With the flow fixed, the training objective's optimum over the per-configuration means and
+    covariances is closed form: the mean and (diagonal or full) covariance of the latent vectors of that
+    configuration's pairs, every latent position one sample. Stochastic training approaches it slowly
+    (a configuration's Gaussian gets a gradient from about one crop in K, at a rate tuned for the flow),
+    and the noise-aware posterior ranks configurations by exactly these Gaussians. On the SIDD-mini split
+    the refit raised the held-out top-3 accuracy of the published-size model (see the model card).
+
+    ``pairs``: ``(noisy, clean, configuration)`` with images (3, H, W), uint8 or float in [0, 1]; each is
+    centre-cropped to a multiple of ``model.size_multiple`` (at most ``max_size`` a side; 0: no cap).
+    Pairs of configurations the model does not have are skipped; configurations without pairs keep
+    their Gaussians. Returns ``{'pairs', 'skipped', 'classes': {cls: {'pairs', 'positions'}},
+    'unchanged': [cls, ...]}``.
+    """
+    from tqdm.auto import tqdm
+
+    from .evaluate import trim_to_multiple
+
+    prior = model.prior
+    index = {c: i for i, c in enumerate(model.classes)}
+    k, c = prior.mean.shape
+    full = prior.covariance == "full"
+    count = torch.zeros(k, dtype=torch.float64)
+    s1 = torch.zeros(k, c, dtype=torch.float64)
+    s2 = torch.zeros((k, c, c) if full else (k, c), dtype=torch.float64)
+    used: dict[str, int] = {}
+    skipped = 0
+    device, dtype = prior.mean.device, prior.mean.dtype
+    was_training = model.training
+    model.eval()
+    try:
+        for noisy, clean, cls in tqdm(pairs, desc="refit prior", disable=not progress, leave=False):
+            if cls not in index:
+                skipped += 1
+                continue
+            images = []
+            for x in (noisy, clean):
+                x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+                images.append(trim_to_multiple(x, model.size_multiple, max_size)[None].to(device, dtype))
+            z, _ = model.encode(*images)
+            flat = z[0].flatten(1).double().cpu()  # (C, positions)
+            i = index[cls]
+            count[i] += flat.shape[1]
+            s1[i] += flat.sum(1)
+            s2[i] += flat @ flat.T if full else flat.pow(2).sum(1)
+            used[cls] = used.get(cls, 0) + 1
+    finally:
+        model.train(was_training)
+    fitted = count > 0
+    if not bool(fitted.any()):
+        raise ValueError(f"refit_prior got no pairs of the model's configurations {list(model.classes)}")
+    n = count[fitted]
+    mean = s1[fitted] / n[:, None]
+    if full:
+        few = [cls for cls, i in index.items() if 0 < count[i] <= c]
+        if few:
+            raise ValueError(f"a full-covariance refit needs more latent positions than the {c} channels; "
+                             f"configurations {few} have only {[int(count[index[x]]) for x in few]}")
+        cov = s2[fitted] / n[:, None, None] - mean[:, :, None] * mean[:, None, :]
+        std = torch.linalg.cholesky(cov)
+    else:
+        std = (s2[fitted] / n[:, None] - mean.pow(2)).clamp_min(1e-12).sqrt()
+    prior.mean[fitted] = mean.to(dtype).to(device)
+    prior.std[fitted] = std.to(dtype).to(device)
+    classes = list(model.classes)
+    return {
+        "pairs": sum(used.values()),
+        "skipped": skipped,
+        "classes": {cls: {"pairs": used[cls], "positions": int(count[index[cls]])} for cls in sorted(used)},
+        "unchanged": [cls for i, cls in enumerate(classes) if not fitted[i]],
+    }
+
+
 # ------------------------------------------------------------------------------------------------ train
 
 
@@ -792,6 +877,16 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
     finally:
         bar.close()
     elapsed += time.perf_counter() - t0
+    if run is not None:
+        save(config.steps, elapsed)  # the trained state: a resume with more steps continues from it
+    refit = None
+    if config.refit_prior and ddp.main:
+        t = time.perf_counter()
+        refit = refit_prior(model, ((*_read_pair(p), p.label) for p in train_pairs),
+                            max_size=config.refit_max_size, progress=progress)
+        refit["seconds"] = time.perf_counter() - t
+        logger.info("refit the Gaussians of %d configurations on %d training pairs (%.0f s)",
+                    len(refit["classes"]), refit["pairs"], refit["seconds"])
     final = validate(config.steps) if ddp.main else {}
     results = {
         "steps": config.steps,
@@ -808,8 +903,13 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
         "world_size": ddp.world,
         "device": str(device),
     }
+    if refit is not None:
+        results["prior_refit"] = refit
+        if run is not None:
+            extra = _model_extra(config, config.steps)
+            extra["train"]["prior_refit"] = {"pairs": refit["pairs"], "max_size": config.refit_max_size}
+            save_checkpoint(model, run_path / MODEL_NAME, extra=extra)
     if run is not None:
-        save(config.steps, elapsed)
         run.write_results(results)
     if ddp.world > 1:
         dist.barrier()

@@ -236,3 +236,105 @@ def test_loader_workers_and_lazy_reading_give_the_same_run(data_dir: Path, tmp_p
     a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------------------------------ prior refit
+def _random_pairs(classes: list[str], seed: int = 0, size: int = 24) -> list[tuple]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i, cls in enumerate(classes):
+        clean = torch.rand(3, size, size + 8, generator=g) * 0.6 + 0.2
+        noisy = (clean + (0.02 + 0.03 * i) * torch.randn(clean.shape, generator=g)).clamp(0, 1)
+        out.append((noisy, (clean * 255).round().to(torch.uint8), cls))  # float and uint8 both accepted
+    return out
+
+
+@pytest.mark.parametrize("covariance", ["diagonal", "full"])
+def test_refit_prior_is_the_closed_form_fit(covariance: str) -> None:
+    from conftest import make_tiny_naflow
+
+    from naflow_aug import flow
+
+    base = make_tiny_naflow()
+    model = flow.NAFlow(flow.NAFlowConfig(**{**base.config.__dict__, "covariance": covariance}))
+    model.load_state_dict({k: v for k, v in base.state_dict().items() if not k.startswith("prior.")},
+                          strict=False)
+    model.freeze()
+    a, b, c = model.classes
+    size = 24 if covariance == "diagonal" else 128  # full: more positions than the 192 latent channels
+    pairs = _random_pairs([a, a, b, "Z_99999"], size=size)  # two pairs of a, one of b, one unknown; no c
+    before = {k: v.clone() for k, v in model.prior.state_dict().items()}
+    summary = training.refit_prior(model, pairs)
+    assert summary["pairs"] == 3 and summary["skipped"] == 1 and summary["unchanged"] == [c]
+    assert summary["classes"][a] == {"pairs": 2, "positions": 2 * (size // 8) * (size // 8 + 1)}
+    # The fit equals the moments of the latents of each configuration's pairs (every position a sample).
+    latents = {}
+    for noisy, clean, cls in pairs[:3]:
+        z, _ = model.encode(noisy[None], clean[None].float() / 255)
+        latents.setdefault(cls, []).append(z[0].flatten(1).double())
+    nll_before = nll_after = 0.0
+    for cls in (a, b):
+        z = torch.cat(latents[cls], 1)
+        k = model.classes.index(cls)
+        assert torch.allclose(model.prior.mean[k].double(), z.mean(1), atol=1e-5)
+        std = model.prior.std[k].double()
+        cov = std @ std.T if covariance == "full" else std.pow(2)
+        want = torch.cov(z, correction=0) if covariance == "full" else z.var(1, correction=0)
+        assert torch.allclose(cov, want, atol=1e-4, rtol=1e-4), cls
+        zz = z.float().T.reshape(1, -1, 1, model.prior.mean.shape[1]).permute(0, 3, 1, 2)  # (1, C, 1, N)
+        ids = torch.tensor([k])
+        nll_after -= float(model.prior.log_prob(zz, ids))
+        with torch.no_grad():
+            refit = {n: v.clone() for n, v in model.prior.state_dict().items()}
+            model.prior.load_state_dict(before)
+            nll_before -= float(model.prior.log_prob(zz, ids))
+            model.prior.load_state_dict(refit)
+    assert nll_after < nll_before  # the maximum-likelihood fit can only lower the latents' NLL
+    kc = model.classes.index(c)
+    assert torch.equal(model.prior.mean[kc], before["mean"][kc])
+    assert torch.equal(model.prior.std[kc], before["std"][kc])
+    # The fast sampling path follows the new Gaussians (its folded plan is rebuilt, not stale).
+    clean = pairs[0][1][None].float()[..., :24] / 255
+    fast = model.sample(clean, config=a, seeds=[7])
+    model.fast_sampling = False
+    assert torch.allclose(fast, model.sample(clean, config=a, seeds=[7]), atol=1e-5)
+    with pytest.raises(ValueError, match="no pairs of the model's configurations"):
+        training.refit_prior(model, _random_pairs(["Z_99999"]))
+    if covariance == "full":
+        with pytest.raises(ValueError, match="more latent positions than the 192 channels"):
+            training.refit_prior(model, _random_pairs([a], size=24))
+
+
+def test_train_refit_prior_writes_the_refit_model(data_dir: Path, tmp_path: Path) -> None:
+    config = _config(data_dir, steps=8, val_every=0, val_max_pairs=1, checkpoint_every=8,
+                     refit_prior=True, refit_max_size=32)
+    results = training.train(config, tmp_path / "run", progress=False)
+    assert results["prior_refit"]["pairs"] == results["train_pairs"]
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    refit = naflow_aug.load(tmp_path / "run" / "model.pt")
+    trained = training._model_from_checkpoint(state)  # checkpoint.pt keeps the trained (pre-refit) prior
+    for name, value in trained.state_dict().items():
+        same = torch.equal(value, refit.state_dict()[name])
+        assert same != name.startswith("prior."), name  # only the prior changed
+    pairs = training._split_pairs(training._scan_pairs(data_dir), config)[0]
+    training.refit_prior(trained, [(*training._read_pair(p), p.label) for p in pairs], max_size=32)
+    assert torch.allclose(trained.prior.mean, refit.prior.mean, atol=1e-6)
+    assert torch.allclose(trained.prior.std, refit.prior.std, atol=1e-6)
+
+
+def test_cli_refit_prior(data_dir: Path, tmp_path: Path, tiny_checkpoint: Path,
+                         capsys: pytest.CaptureFixture) -> None:
+    from naflow_aug import cli
+
+    model = training.train(_config(data_dir, steps=4, val_every=0, val_max_pairs=1, checkpoint_every=4),
+                           tmp_path / "run", progress=False)["model"]
+    out = tmp_path / "refit.pt"
+    args = ["refit-prior", "--model", model, "--data", str(data_dir), "--out", str(out), "--no-progress"]
+    assert cli.main(args) == 0
+    assert "refit 3 configurations on 9 pairs" in capsys.readouterr().out
+    refit = naflow_aug.load(out)
+    assert not torch.equal(refit.prior.std, naflow_aug.load(model).prior.std)
+    # a model without any of the data's configurations: a clear error, nothing written
+    assert cli.main([*args[:2], str(tiny_checkpoint), *args[3:6], str(tmp_path / "no.pt")]) == 2
+    assert "no pairs of the model's configurations" in capsys.readouterr().err
+    assert not (tmp_path / "no.pt").exists()
