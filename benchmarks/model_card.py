@@ -86,7 +86,9 @@ def checkpoint_block(model, path: Path) -> str:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
-    step = (ckpt.get("extra") or {}).get("train", {}).get("step")
+    extra = ckpt.get("extra") or {}
+    step = extra.get("train", {}).get("step")
+    refit = extra.get("train", {}).get("prior_refit") or extra.get("prior_refit")
     arch = ", ".join(f"{k}={getattr(cfg, k)}" for k in (
         "levels", "transition_steps", "conditional_steps", "hidden_channels", "encoder_channels",
         "covariance", "affine_eps"))  # fmt: skip
@@ -96,7 +98,9 @@ def checkpoint_block(model, path: Path) -> str:
                 f"- File: `naflow_aug/models/{NAME}.pt` ({path.stat().st_size / 1e6:.1f} MB, project format, "
                 f"read with `torch.load(weights_only=True)`)",
                 f"- SHA-256 of `{NAME}.pt`: `{sha256_file(path)}`",
-                f"- Training step of these weights: {step}",
+                f"- Training step of these weights: {step} (of the run that wrote the file)"
+                + (f"; then the per-configuration Gaussians refit on the {refit['pairs']} training pairs "
+                   "(`naflow_aug.train.refit_prior`)" if refit else ""),
                 f"- Architecture: NAFlow, {arch} (the published configuration apart from the class list)",
                 f"- Parameters: {params:,}",
                 f"- Classes ({len(model.classes)}): " + ", ".join(f"`{c}`" for c in model.classes),
@@ -117,13 +121,14 @@ def data_block(data: Path, split: str) -> str:
         f"- Split `{split}` (naflow_aug/splits/sidd_mini.toml): whole scene instances held out. "
         f"Training: {n_inst} instances, {len(train)} pairs. Held out ({len(val)} instances, "
         f"{len(val)} pairs, one per configuration that has at least two instances): {val_desc}.",
-        "- The held-out instances were the training run's validation set too (it logged their NLL and "
-        "KLD); the shipped weights are the final step's, not a checkpoint picked on them.",
+        "- The held-out instances were the training runs' validation set too (they logged their NLL and "
+        "KLD), and the recipe study below compared recipes on them, so the figures of the recipe that was "
+        "chosen are optimistic; the shipped weights are a run's final step, not a checkpoint picked on them.",
     ]
     return "\n".join(lines) + "\n"
 
 
-def training_block(run: Path) -> str:
+def training_block(run: Path, recipe: str = "pipelines/train_sidd_mini.toml") -> str:
     config = read_toml(run / "config.toml")
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     train = [r for r in records if r.get("kind") == "train"]
@@ -170,9 +175,11 @@ def training_block(run: Path) -> str:
         f"({seconds / max(done or 1, 1):.2f} s/step, validation included).",
         f"- Hardware: {cpu}, 2 CPU cores shared with other jobs, no GPU; torch {torch.__version__}, "
         f"{config.get('threads')} torch thread(s).",
-        "- Recipe (`pipelines/train_sidd_mini.toml`, run config `config.toml`): "
+        f"- Recipe (`{recipe}`, run config `config.toml`): "
         + ", ".join(f"{k}={config[k]}" for k in keys if k in config)
         + ".",
+        *([f"- Started from: `{config['init']}` (its weights; a fresh optimiser)."]
+          if config.get("init") else []),
         f"- Seed: {config.get('seed')}.",
         _schedule_line(train, config),
         "",
@@ -187,6 +194,11 @@ def training_block(run: Path) -> str:
             f"| {r['step']} | {r['val_nll']:.3f} | {r['val_nas_kld']:.4f} | {r['val_nas_akld']:.4f} | "
             f"{r['val_cfg_kld']:.4f} | {r['val_cfg_akld']:.4f} | {r['val_top1']:.0%} | {r['val_top3']:.0%} |"
         )
+    refit = (results or {}).get("prior_refit")
+    if refit:
+        lines += ["", "After the last step the per-configuration Gaussians were refit on the "
+                  f"{refit['pairs']} training pairs (whole tiles, {refit['seconds']:.0f} s); the last "
+                  "table row is measured with the refit Gaussians."]
     return "\n".join(lines) + "\n"
 
 
@@ -331,6 +343,14 @@ def main(argv: list[str] | None = None) -> int:
         help="training run folder (config.toml, metrics.jsonl[, results.json]) for the "
         "card's training facts; without it that block is left as it is",
     )
+    parser.add_argument(
+        "--continued-run",
+        type=Path,
+        default=None,
+        help="a run that continued the --run weights (its config's `init`); fills the card's "
+        "continuation block",
+    )
+    parser.add_argument("--continued-recipe", default="pipelines/train_sidd_mini_continue.toml")
     parser.add_argument("--data", type=Path, default=noise_quality.SHARED / "data" / "sidd-medium-mini")
     parser.add_argument("--split", default="sidd-mini")
     parser.add_argument("--samples", type=int, default=4, help="samples per held-out pair and source")
@@ -371,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     text = replace_block(text, "data", data_block(args.data, args.split))
     if args.run is not None:
         text = replace_block(text, "training", training_block(args.run))
+    if args.continued_run is not None:
+        text = replace_block(text, "continuation", training_block(args.continued_run, args.continued_recipe))
     text = replace_block(text, "benchmark", benchmark_block(res, seconds))
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = replace_block(

@@ -918,4 +918,4 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
 
 def _model_extra(config: TrainConfig, step: int) -> dict[str, Any]:
     return {"train": {"step": step, "preset": config.preset, "seed": config.seed, "data": config.data,
-                      "split": config.split}}
+                      "split": config.split, "init": config.init}}
