@@ -8,10 +8,14 @@ What it saves, compared with running the flow layer by layer (`NAFlow.encode` / 
   (``kron(A, I4)``), so level 0 costs nothing but the first squeeze; squeezed tensors keep a
   sub-pixel-major channel order (whole-pixel copies), permuted back inside the next affine map.
 - Everything that depends only on the clean image is computed once per image and shared by encode and
-  decode (NAS runs both): the encoder (its first two 1x1 convolutions composed into one 3 -> width/4
-  map, so the full-resolution width-channel map is never built), the affine injectors' shift and scale,
-  and the coupling sub-networks' first layer applied to the condition (the coupling sees concat(x1, h):
-  its first convolution splits into a clean-only part and a small part on x1).
+  decode (NAS runs both): the encoder, the affine injectors' shift and scale, and the coupling
+  sub-networks' first layer applied to the condition (the coupling sees concat(x1, h): its first
+  convolution splits into a clean-only part and a small part on x1).
+- The encoder is linear (1x1 convolutions and pixel-unshuffles): level l's features are an affine map of
+  the clean image squeezed l times. Where that image is narrower than the features (12 and 48 channels
+  against 128 at levels 1 and 2), the encoder is folded into its users' first layers, which then read
+  the squeezed image: those features are never built and the products are 10.7x / 2.7x narrower.
+  Level 3's features come from the level-2 image in one 48 -> 32 map.
 - ActNorms inside the sub-networks are folded into their convolutions; the output layer's
   ``exp(3 * logs)`` scale, the interleaved shift/scale split and the ``+2`` of the sigmoid are folded
   into its weights; the residual block's bias is folded into the output layer, and so is its 1x1
@@ -159,8 +163,9 @@ class _Plan:
     injectors: list[_SubNetPlan]
     step_level: list[int]  # flow level of each conditional step
     split: list[int]  # x1 channels of each coupling
-    enc_w: list[Tensor]  # encoder: level-1 (3 -> width/4) composed map, then width -> width/4 per level
+    enc_w: list[Tensor]  # per level l: level l-1 image -> pre-squeeze level-l features (`_fold_encoder`)
     enc_b: list[Tensor]
+    from_image: list[bool]  # per level: its users read the squeezed clean image (encoder folded in)
     logdet_per_pixel: float  # constant log-det of the folded linear layers, per input pixel
     eps: float
     key: tuple = field(default=())
@@ -175,6 +180,7 @@ class _Plan:
             split=self.split,
             enc_w=[_t(w, device, dtype) for w in self.enc_w],
             enc_b=[b.to(device, dtype) for b in self.enc_b],
+            from_image=self.from_image,
             logdet_per_pixel=self.logdet_per_pixel,
             eps=self.eps,
             key=self.key,
@@ -234,27 +240,55 @@ def build_plan(model: NAFlow) -> _Plan:
             split.append(layer.coupling.split)
     flush()
 
-    # encoder; feature maps are kept in sub-pixel-major channel order, their users' columns permuted
+    enc_w, enc_b, from_image = _fold_encoder(model, couplings + injectors, step_level)
+    return _Plan(ops, affines, couplings, injectors, step_level, split, enc_w, enc_b, from_image, logdet, eps)
+
+
+def _fold_encoder(
+    model: NAFlow, consumers: list[_SubNetPlan], consumer_level: list[int]
+) -> tuple[list[Tensor], list[Tensor], list[bool]]:
+    """The (linear) encoder as per-level maps from the squeezed clean image; folds it into its users.
+
+    The encoder has no nonlinearity, so its level-l features are an affine map of the clean image
+    squeezed l times (3 * 4**l channels): F_l = A_l x_l + c_l with A_l = kron(I4, G_l), where G_l (width/4,
+    3 * 4**(l-1)) is the composed map from the level l-1 image to the level-l pre-squeeze features. Where
+    the squeezed image has fewer channels than the features (levels 1 and 2 of the published model: 12
+    and 48 against 128), each user's condition weights are composed with A_l in place and it reads the
+    squeezed image itself: the features are never built and the users' matrix products are 128/12 and
+    128/48 times narrower. Elsewhere (level 3: 192 > 128) the features are built from the level l-1
+    image, one (3 * 4**(l-1)) -> width/4 map instead of the chain of width -> width/4 maps.
+
+    Returns (G_l as (out, in), g_l, from_image) per level l = 1..levels; ``from_image[l - 1]`` says
+    that level's users were folded. Feature and image channels are in sub-pixel-major order
+    (`_squeeze`); the users' columns (model order) are permuted to it.
+    """
+    device = next(model.parameters()).device
     enc = model.encoder
-    enc_w, enc_b = [], []
-    w_in, b_in = enc.inp.weight.detach().double().flatten(1), enc.inp.bias.detach().double()
-    quarter = enc.down[0].weight.shape[0]
-    order = _subpixel_major(quarter)
-    for i, conv in enumerate(enc.down):
-        w, bias = conv.weight.detach().double().flatten(1), conv.bias.detach().double()
-        if i == 0:
-            # level 0's width-channel map only feeds the first down convolution: compose the two, and
-            # apply them after squeezing the 3-channel image (4 sub-pixels -> block-diagonal kron(I4, W))
-            w, bias = w @ w_in, w @ b_in + bias
-            w = torch.kron(torch.eye(4, dtype=w.dtype, device=device), w)
-            bias = bias.repeat(4)
-        else:
-            w = w[:, order]
-        enc_w.append(w)
+    width = enc.inp.weight.shape[0]
+    order = _subpixel_major(enc.down[0].weight.shape[0])
+    a = enc.inp.weight.detach().double().flatten(1)  # level 0 (width, 3) on the image itself
+    c = enc.inp.bias.detach().double()
+    enc_w, enc_b, from_image = [], [], []
+    for level, conv in enumerate(enc.down, start=1):
+        w = conv.weight.detach().double().flatten(1)
+        if level > 1:
+            w = w[:, order]  # the level-(l-1) features are in sub-pixel-major order
+        g, bias = w @ a, w @ c + conv.bias.detach().double()
+        enc_w.append(g)
         enc_b.append(bias)
-    for net in couplings + injectors:
-        net.w_cond = net.w_cond[:, order]
-    return _Plan(ops, affines, couplings, injectors, step_level, split, enc_w, enc_b, logdet, eps)
+        a = torch.kron(torch.eye(4, dtype=g.dtype, device=device), g)  # A_l: the squeeze of a per-pixel map
+        c = bias.repeat(4)
+        fold = a.shape[1] < width
+        from_image.append(fold)
+        for net, net_level in zip(consumers, consumer_level * 2, strict=True):
+            if net_level != level:
+                continue
+            w_cond = net.w_cond[:, order]
+            if fold:
+                net.b_in = net.b_in + w_cond @ c
+                w_cond = w_cond @ a
+            net.w_cond = w_cond
+    return enc_w, enc_b, from_image
 
 
 def _subpixel_major(channels: int) -> Tensor:
@@ -446,15 +480,22 @@ class FastNAFlow:
 
     def _condition(self, clean: Tensor) -> CleanFeatures:
         plan = self.plan
-        x = _squeeze(clean.to(plan.enc_w[0].dtype).permute(0, 2, 3, 1))
-        feats = [_linear(x, plan.enc_w[0], plan.enc_b[0])]
-        for w, b in zip(plan.enc_w[1:], plan.enc_b[1:], strict=True):
-            feats.append(_squeeze(_linear(feats[-1], w, b)))
+        x = clean.to(plan.enc_w[0].dtype).permute(0, 2, 3, 1)
+        images = [x]  # the clean image squeezed 0, 1, .. times (channels-last, sub-pixel-major)
+        for _ in range(max(plan.step_level, default=0)):
+            images.append(_squeeze(images[-1]))
+        source = {}  # per level: what its users read, the squeezed image (encoder folded in) or features
+        for level in sorted(set(plan.step_level)):
+            if plan.from_image[level - 1]:
+                source[level] = images[level]
+            else:
+                w, b = plan.enc_w[level - 1], plan.enc_b[level - 1]
+                source[level] = _squeeze(_linear(images[level - 1], w, b))
         proj, shift, scale = [], [], []
         inj_logdet = clean.new_zeros(clean.shape[0], dtype=x.dtype)
         with self._autocast(x.device):
             for j, level in enumerate(plan.step_level):
-                h = feats[level - 1]
+                h = source[level]
                 proj.append(_linear(h, plan.couplings[j].w_cond, plan.couplings[j].b_in))
                 inj = plan.injectors[j]
                 first = _linear(h, inj.w_cond, inj.b_in).relu_()

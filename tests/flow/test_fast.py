@@ -19,6 +19,10 @@ BARE = NAFlowConfig(classes=CLASSES, levels=1, transition_steps=0, conditional_s
 # hidden wider than the level-1 sub-network outputs: their residual layer folds into the output layer
 WIDE = NAFlowConfig(classes=CLASSES, levels=2, transition_steps=1, conditional_steps=2,
                     hidden_channels=32, encoder_channels=8)  # fmt: skip
+# encoder wider than the level-1 squeezed image (12 channels), narrower than level 2's (48): level 1's
+# users read the squeezed clean image through the folded encoder, level 2's read its features
+ENC = NAFlowConfig(classes=CLASSES, levels=2, transition_steps=1, conditional_steps=2,
+                   hidden_channels=8, encoder_channels=16)  # fmt: skip
 FULL = NAFlowConfig(classes=CLASSES, levels=2, transition_steps=1, conditional_steps=1,
                     hidden_channels=8, encoder_channels=8, covariance="full")  # fmt: skip
 
@@ -63,6 +67,7 @@ def _reference_sample(model: NAFlow, clean, **kwargs):
 @pytest.mark.parametrize(("config", "dtype", "tol"), [
     (TINY, torch.float64, 1e-12), (TINY, torch.float32, 1e-5), (BARE, torch.float64, 1e-12),
     (FULL, torch.float64, 1e-12), (WIDE, torch.float64, 1e-12), (WIDE, torch.float32, 1e-5),
+    (ENC, torch.float64, 1e-12), (ENC, torch.float32, 1e-5),
 ])  # fmt: skip
 def test_encode_decode_match_reference(config, dtype, tol) -> None:
     model = _model(config, dtype)
@@ -73,6 +78,7 @@ def test_encode_decode_match_reference(config, dtype, tol) -> None:
     assert z.shape == z_ref.shape and z.dtype == dtype and z.is_contiguous()
     shapes = {tuple(n.w_res.shape) for n in fast.plan.couplings + fast.plan.injectors}
     assert any(a != b for a, b in shapes) == (config is WIDE)  # the folded residual is exercised
+    assert fast.plan.from_image == [config is ENC] + [False] * (config.levels - 1)  # folded encoder
     assert _rel(z, z_ref) < tol and _rel(ld, ld_ref) < tol
     assert _rel(fast.decode(z_ref, clean), model.decode(z_ref, clean)) < tol
     # one CleanFeatures shared by encode and decode gives the same as computing them twice
@@ -132,6 +138,14 @@ def test_draw_item_noise_is_the_contract() -> None:
         g = torch.Generator().manual_seed(s)
         assert picks[i] == int(torch.randint(34, (1,), generator=g))
         assert torch.equal(eps[i], torch.randn((12, 3, 5), generator=g))
+
+
+def test_published_model_folds_the_encoder_into_levels_1_and_2() -> None:
+    plan = FastNAFlow(NAFlow().freeze()).plan
+    assert plan.from_image == [True, True, False]  # 12 and 48 image channels < 128 features < 192
+    widths = {level: {n.w_cond.shape[0] for n, lv in zip(plan.couplings, plan.step_level, strict=True)
+                      if lv == level} for level in (1, 2, 3)}  # fmt: skip
+    assert widths == {1: {12}, 2: {48}, 3: {128}}  # stored (in, out): the users' input widths
 
 
 def test_plan_follows_weight_updates_and_dtype() -> None:
