@@ -523,11 +523,11 @@ def main() -> None:
         ref_flops = flops_of(lambda: ref.decode(ref.encode(one_n, one_c), one_c))
     import naflow_aug.flow.fast as fast_module
 
-    fused, fast_module._FUSED_CONV_RELU = fast_module._FUSED_CONV_RELU, None  # FlopCounterMode has no
-    try:  # formula for oneDNN's fused convolution + relu: count the same arithmetic unfused
+    onednn, fast_module.ONEDNN = fast_module.ONEDNN, False  # FlopCounterMode has no formula for
+    try:  # oneDNN's fused kernels (matrix products, convolution + relu): count the same arithmetic unfused
         fast_flops = flops_of(run_fast) / args.batch
     finally:
-        fast_module._FUSED_CONV_RELU = fused
+        fast_module.ONEDNN = onednn
     rows = [
         ("max |fast - ref| (relative)", f"{diff:.2e}",
          f"{rel:.2e} (target <= 1e-4), {n_ref} crops; library layer path {diff_lib:.1e}"),

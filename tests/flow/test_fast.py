@@ -7,6 +7,7 @@ import pickle
 import pytest
 import torch
 
+import naflow_aug.flow.fast as fast_module
 from naflow_aug import NAFlow, NAFlowConfig
 from naflow_aug.flow.fast import FastNAFlow, draw_item_noise, fast_sampler
 
@@ -69,7 +70,15 @@ def _reference_sample(model: NAFlow, clean, **kwargs):
     (FULL, torch.float64, 1e-12), (WIDE, torch.float64, 1e-12), (WIDE, torch.float32, 1e-5),
     (ENC, torch.float64, 1e-12), (ENC, torch.float32, 1e-5),
 ])  # fmt: skip
-def test_encode_decode_match_reference(config, dtype, tol) -> None:
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "aten"])
+def test_encode_decode_match_reference(config, dtype, tol, onednn, monkeypatch) -> None:
+    """Both CPU kernel sets: oneDNN's fused products/convolutions (float32 default) and plain aten ops."""
+    if onednn and not fast_module.ONEDNN:
+        pytest.skip("oneDNN kernels unavailable in this torch build")
+    monkeypatch.setattr(fast_module, "ONEDNN", onednn)
+    calls = []
+    linear = fast_module._ONEDNN_LINEAR
+    monkeypatch.setattr(fast_module, "_ONEDNN_LINEAR", lambda *a: calls.append(1) or linear(*a))
     model = _model(config, dtype)
     fast = FastNAFlow(model)
     noisy, clean = _images(dtype=dtype)
@@ -85,6 +94,7 @@ def test_encode_decode_match_reference(config, dtype, tol) -> None:
     feats = fast.condition(clean)
     assert torch.equal(fast.encode(noisy, clean, feats)[0], z)
     assert _rel(fast.decode(z, clean, feats), noisy) < (1e-10 if dtype == torch.float64 else 1e-4)
+    assert bool(calls) == (onednn and dtype == torch.float32)  # the kernel set under test did run
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
