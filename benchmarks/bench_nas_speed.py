@@ -499,9 +499,9 @@ def main() -> None:
     ap.add_argument(
         "--malloc",
         choices=("keep", "default"),
-        default="keep",
-        help="keep: naflow_aug.flow.fast.keep_freed_memory() for the whole process (reference "
-        "included); default: glibc's own trimming (page faults on every batch)",
+        default="default",
+        help="default: glibc's own settings; keep: naflow_aug.flow.fast.keep_freed_memory() for the "
+        "whole process (reference included)",
     )
     ap.add_argument("--skip-compile", action="store_true", help="leave out FastNAFlow(compile=True)")
     ap.add_argument("--memory-probe", help=argparse.SUPPRESS)

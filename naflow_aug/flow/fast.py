@@ -56,6 +56,8 @@ from .model import draw_item_noise as draw_item_noise  # re-exported: CudaGraphN
 log = logging.getLogger(__name__)
 # encode then decode of one clean batch reuse its features up to this many pixels (B*H*W; memory bound)
 FEATURE_CACHE_PIXELS = 2**20
+# the sub-networks run on batch chunks whose hidden activations fit in about this many bytes (`_chunks`)
+SUBNET_CHUNK_BYTES = 4 * 2**20
 
 
 # ----------------------------------------------------------------------------------------- folding
@@ -549,10 +551,10 @@ class FastNAFlow:
                 h = source[level]
                 proj.append(_linear(h, plan.couplings[j].w_cond, plan.couplings[j].b_in))
                 inj = plan.injectors[j]
-                first = _linear(h, inj.w_cond, inj.b_in, relu=True)
-                sh, sc = _subnet_tail(first, inj, plan.eps)
-                shift.append(sh.to(x.dtype))
-                scale.append(sc.to(x.dtype))
+                parts = [_subnet_tail(_linear(h[part], inj.w_cond, inj.b_in, relu=True), inj, plan.eps)
+                         for part in _chunks(h, inj)]  # fmt: skip
+                shift.append(torch.cat([sh for sh, _ in parts]).to(x.dtype))
+                scale.append(torch.cat([sc for _, sc in parts]).to(x.dtype))
         none = x.new_zeros(x.shape[0]) if not scale else None  # no conditional steps: no log-det
         return CleanFeatures(tuple(clean.shape), proj, shift, scale, none)
 
@@ -693,22 +695,42 @@ def _coupling_params(x1: Tensor, net: _SubNetPlan, proj: Tensor, eps: float) -> 
     return _subnet_tail(first, net, eps)
 
 
+def _chunks(x: Tensor, net: _SubNetPlan) -> list[slice]:
+    """Slices of the batch on which a sub-network runs: as many items as keep its hidden activations
+    (B, H, W, hidden) within `SUBNET_CHUNK_BYTES` (two 160x160 crops at level 1, all 8 at levels 2-3).
+
+    A sub-network is a chain of products over the same positions (first layer, 3x3 convolution,
+    output layers) whose every step writes a hidden-width tensor: 13 MiB for a batch of 8 crops at
+    level 1, which glibc's malloc serves with fresh pages each time (page faults, zeroing) and which
+    the next step reads back from memory. On chunks of ~3 MiB the blocks are reused and stay in the
+    caches: 0.056 -> 0.052 s/crop (1 thread, batch 8, glibc defaults; no change with
+    `keep_freed_memory`, which removes the page faults too).
+    """
+    per_item = x.shape[1] * x.shape[2] * net.w3.shape[0] * x.element_size()
+    step = max(1, SUBNET_CHUNK_BYTES // per_item)
+    return [slice(i, i + step) for i in range(0, x.shape[0], step)]
+
+
 def _step_encode(
     x: Tensor, net: _SubNetPlan, proj: Tensor, split: int, eps: float, with_logdet: bool
 ) -> tuple[Tensor, Tensor | None]:
-    """Coupling, data -> latent, on channels-last x (a fresh tensor: updated in place)."""
-    shift, scale = _coupling_params(x[..., :split], net, proj, eps)
-    x2 = x[..., split:]
-    x2.div_(scale.to(x.dtype)).sub_(shift.to(x.dtype))
-    ld = scale.to(x.dtype).log().sum(dim=(1, 2, 3)) if with_logdet else None
-    return x, ld
+    """Coupling, data -> latent, on channels-last x (a fresh tensor: updated in place), by chunks."""
+    logdets = []
+    for part in _chunks(x, net):
+        shift, scale = _coupling_params(x[part, ..., :split], net, proj[part], eps)
+        x2 = x[part, ..., split:]
+        x2.div_(scale.to(x.dtype)).sub_(shift.to(x.dtype))
+        if with_logdet:
+            logdets.append(scale.to(x.dtype).log().sum(dim=(1, 2, 3)))
+    return x, torch.cat(logdets) if with_logdet else None
 
 
 def _step_decode(x: Tensor, net: _SubNetPlan, proj: Tensor, split: int, eps: float) -> Tensor:
-    """Coupling, latent -> data, on channels-last x (a fresh tensor: updated in place)."""
-    shift, scale = _coupling_params(x[..., :split], net, proj, eps)
-    x2 = x[..., split:]
-    x2.add_(shift.to(x.dtype)).mul_(scale.to(x.dtype))
+    """Coupling, latent -> data, on channels-last x (a fresh tensor: updated in place), by chunks."""
+    for part in _chunks(x, net):
+        shift, scale = _coupling_params(x[part, ..., :split], net, proj[part], eps)
+        x2 = x[part, ..., split:]
+        x2.add_(shift.to(x.dtype)).mul_(scale.to(x.dtype))
     return x
 
 
