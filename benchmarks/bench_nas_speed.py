@@ -359,9 +359,9 @@ def vm_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def memory_probe(kind: str, weights: str) -> dict:
+def memory_probe(kind: str, weights: str, threads: int) -> dict:
     """Runs in a fresh subprocess: peak RSS growth (VmHWM after reset minus VmRSS before) of one NAS."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads)
     model, _ = load_models(weights)
     if kind.startswith("tiled"):
         h, w = 3000, 4000
@@ -398,8 +398,8 @@ def memory_probe(kind: str, weights: str) -> dict:
             "hwm_reset": reset, "seconds": seconds}  # fmt: skip
 
 
-def run_probe(kind: str, weights: str) -> dict:
-    cmd = [sys.executable, __file__, "--memory-probe", kind, "--weights", weights]
+def run_probe(kind: str, weights: str, threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--memory-probe", kind, "--weights", weights, "--threads", str(threads)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if res.returncode:
         return {"kind": kind, "error": res.stderr.strip().splitlines()[-1:]}
@@ -507,7 +507,7 @@ def main() -> None:
     ap.add_argument("--memory-probe", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_probe:
-        print(json.dumps(memory_probe(args.memory_probe, args.weights)))
+        print(json.dumps(memory_probe(args.memory_probe, args.weights, args.threads)))
         return
     from naflow_aug.flow.fast import keep_freed_memory
 
@@ -615,7 +615,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if not args.skip_memory:
         for kind in ("nas-1024-fast", "nas-1024-reference", "tiled-nas-4000x3000"):
-            r = run_probe(kind, args.weights)
+            r = run_probe(kind, args.weights, args.threads)
             if "error" in r:
                 rows.append((f"3. peak RSS growth {kind}", "failed", str(r["error"])))
             else:
