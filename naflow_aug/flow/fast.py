@@ -21,19 +21,35 @@ What it saves, compared with running the flow layer by layer (`NAFlow.encode` / 
   into its weights; the residual block's bias is folded into the output layer, and so is its 1x1
   layer where the output is narrower than the hidden width (levels 1-2).
 - Activations are kept channels-last (B, H, W, C): 1x1 convolutions are matrix products on a
-  (B*H*W, C) view, the 3x3 convolutions run on channels-last memory (fused with their ReLU on the CPU).
+  (B*H*W, C) view, the 3x3 convolutions run on channels-last memory.
+- On the CPU in float32 both run as oneDNN kernels (`ONEDNN`): the 3x3 convolution fused with its ReLU,
+  the 1x1 products with their bias (and ReLU) fused. MKL's sgemm, what ``@`` runs, is 1.3x to 3x
+  slower on these narrow products on the AMD development machine.
+- The sub-networks run on chunks of the batch (`SUBNET_CHUNK_BYTES`, ~2 crops at level 1): their
+  13 MiB-per-step hidden tensors become ~3 MiB blocks that malloc reuses and the caches hold.
+- Batches of images; class log-likelihoods are one matrix product (no loop over classes); the
+  injectors' log-det is only computed when an encode asks for it.
 - NAS through a noise source (encode, then decode, of the same clean tensor) reuses the features.
-- Batches of images; class log-likelihoods are one matrix product (no loop over classes).
+
+Measured on a 2-core AMD EPYC (AVX-512), one thread, the other core busy (`benchmarks/bench_nas_speed.py`,
+160x160 crops, batch 8): ~0.050 s/crop against ~0.15 s/crop for a plain batch-1 implementation of the
+published architecture. About 70% of the time is the 3x3 convolutions, which run at ~90% of the
+machine's float32 matrix-product rate: what is left to gain without lower precision is small.
+`keep_freed_memory` (opt-in, process-wide) stops glibc from returning freed blocks to the system.
 
 Results equal the reference path to float32 rounding (about 1e-6 relative); the randomness contract is
 the model's (`NAFlow.sample`): one seed per item, the item's random configuration pick and then its eps
 from ``torch.Generator("cpu").manual_seed(seed)``.
 
-GPU options (guarded, not exercised on the CPU-only development machine): ``autocast=torch.bfloat16``
-runs only the conditioner sub-networks in reduced precision (the affine updates themselves stay float32,
-so the flow stays invertible: decode(encode(x)) == x up to rounding, checked by `check_invertibility`);
-``compile=True`` wraps the per-level kernels with `torch.compile`; `CudaGraphNAS` captures a whole NAS
-(encode, posterior, mix, decode) for fixed shapes in a CUDA graph.
+Options. ``compile=True`` wraps the per-step kernels with `torch.compile`; inside them plain aten ops
+run and inductor picks the kernels (its CPU backend would otherwise rewrite the oneDNN calls into
+fused forms that need constant weights). It works on the CPU (tested) but is not faster there: on the
+development machine 0.054 against 0.053 s/crop, for a one-off compile of ~35 s (cold cache, 1 thread);
+it is meant for CUDA. GPU options (guarded, not exercised on the CPU-only development machine):
+``autocast=torch.bfloat16`` runs only the conditioner sub-networks in reduced precision (the affine
+updates themselves stay float32, so the flow stays invertible: decode(encode(x)) == x up to rounding,
+checked by `check_invertibility`); `CudaGraphNAS` captures a whole NAS (encode, posterior, mix,
+decode) for fixed shapes in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -58,6 +74,7 @@ log = logging.getLogger(__name__)
 FEATURE_CACHE_PIXELS = 2**20
 # the sub-networks run on batch chunks whose hidden activations fit in about this many bytes (`_chunks`)
 SUBNET_CHUNK_BYTES = 4 * 2**20
+CONCAT_BELOW = 0.5  # `_concat_condition`
 
 
 # ----------------------------------------------------------------------------------------- folding
@@ -74,7 +91,7 @@ def _conv_actnorm(cna) -> tuple[Tensor, Tensor]:
     return s[:, None] * w.reshape(w.shape[0], -1), off
 
 
-_MATRICES = ("w_in", "w_cond", "w_res", "w_out")
+_MATRICES = ("w_in", "w_cond", "w_res", "w_out", "w_first")
 
 
 def _t(w: Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -97,6 +114,7 @@ class _SubNetPlan:
     w_res: Tensor  # (hidden, hidden), or (2 * c, hidden) folded with w_out when 2 * c < hidden
     w_out: Tensor  # (2 * c, hidden): rows [shift ..., raw ...]
     b_out: Tensor  # (2 * c,), raw part includes the +2 of the sigmoid
+    w_first: Tensor | None = None  # (hidden, n_x + cond) = [w_in, w_cond] where `_concat_condition` says
 
     @staticmethod
     def build(net: SubNet, n_x: int) -> _SubNetPlan:
@@ -128,7 +146,7 @@ class _SubNetPlan:
     def to(self, device: torch.device, dtype: torch.dtype) -> _SubNetPlan:
         """Moved, 1x1 weights stored transposed (in, out) for `_linear`, 3x3 weights channels-last."""
         moved = {
-            k: _t(v, device, dtype) if k in _MATRICES else v.to(device, dtype)
+            k: None if v is None else _t(v, device, dtype) if k in _MATRICES else v.to(device, dtype)
             for k, v in self.__dict__.items()
         }
         moved["w3"] = moved["w3"].contiguous(memory_format=torch.channels_last)
@@ -243,7 +261,20 @@ def build_plan(model: NAFlow) -> _Plan:
     flush()
 
     enc_w, enc_b, from_image = _fold_encoder(model, couplings + injectors, step_level)
+    for net in couplings:
+        if _concat_condition(net):
+            net.w_first = torch.cat([net.w_in, net.w_cond], dim=1)
     return _Plan(ops, affines, couplings, injectors, step_level, split, enc_w, enc_b, from_image, logdet, eps)
+
+
+def _concat_condition(net: _SubNetPlan) -> bool:
+    """Whether a coupling's first layer reads concat(x1, clean source) rather than x1 plus a precomputed
+    clean projection: where the source (the squeezed image, or the features) is narrower than
+    `CONCAT_BELOW` x hidden channels. The projection is a hidden-width tensor computed with the clean
+    features and read back (from memory: it is long out of the caches) by every encode and decode;
+    the source is a few channels: level 1 of the published model reads 12 image channels instead of
+    64 projected ones, in one product with its bias and ReLU fused (no separate add pass)."""
+    return net.w_cond.shape[1] < CONCAT_BELOW * net.w_cond.shape[0]
 
 
 def _fold_encoder(
@@ -408,9 +439,10 @@ class CleanFeatures:
     """What the flow needs from the clean images, computed once and shared by encode and decode.
 
     Per conditional step j: ``proj[j]`` the coupling's first layer applied to the condition (bias
-    included), ``shift[j]``/``scale[j]`` the affine injector's parameters, all channels-last
-    (B, h, w, .); `inj_logdet` (B,) the injectors' total log-det, computed on first use (sampling
-    never needs it: a log of every scale saved, ~2% of a NAS).
+    included), or, where the coupling concatenates its clean source (`_concat_condition`), that source
+    (the squeezed clean image or the features); ``shift[j]``/``scale[j]`` the affine injector's
+    parameters; all channels-last (B, h, w, .). `inj_logdet` (B,): the injectors' total log-det,
+    computed on first use (sampling never needs it: a log of every scale saved, ~2% of a NAS).
     """
 
     shape: tuple[int, ...]
@@ -549,7 +581,8 @@ class FastNAFlow:
         with self._autocast(x.device):
             for j, level in enumerate(plan.step_level):
                 h = source[level]
-                proj.append(_linear(h, plan.couplings[j].w_cond, plan.couplings[j].b_in))
+                net = plan.couplings[j]
+                proj.append(h if net.w_first is not None else _linear(h, net.w_cond, net.b_in))
                 inj = plan.injectors[j]
                 parts = [_subnet_tail(_linear(h[part], inj.w_cond, inj.b_in, relu=True), inj, plan.eps)
                          for part in _chunks(h, inj)]  # fmt: skip
@@ -690,8 +723,12 @@ class FastNAFlow:
         return float((back - noisy).abs().max() / noisy.abs().max().clamp_min(1e-12))
 
 
-def _coupling_params(x1: Tensor, net: _SubNetPlan, proj: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    first = _linear(x1, net.w_in, add=proj, relu=True)
+def _coupling_params(x1: Tensor, net: _SubNetPlan, cond: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """A coupling sub-network on x1 and its clean-image part ``cond`` (see `CleanFeatures.proj`)."""
+    if net.w_first is not None:
+        first = _linear(torch.cat([x1, cond], dim=-1), net.w_first, net.b_in, relu=True)
+    else:
+        first = _linear(x1, net.w_in, add=cond, relu=True)
     return _subnet_tail(first, net, eps)
 
 

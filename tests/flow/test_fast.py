@@ -21,9 +21,10 @@ BARE = NAFlowConfig(classes=CLASSES, levels=1, transition_steps=0, conditional_s
 WIDE = NAFlowConfig(classes=CLASSES, levels=2, transition_steps=1, conditional_steps=2,
                     hidden_channels=32, encoder_channels=8)  # fmt: skip
 # encoder wider than the level-1 squeezed image (12 channels), narrower than level 2's (48): level 1's
-# users read the squeezed clean image through the folded encoder, level 2's read its features
+# users read the squeezed clean image through the folded encoder, level 2's read its features; the
+# level-1 couplings concatenate that image to x1 (12 < 32 / 2), level 2's add a projection (16 = 32 / 2)
 ENC = NAFlowConfig(classes=CLASSES, levels=2, transition_steps=1, conditional_steps=2,
-                   hidden_channels=8, encoder_channels=16)  # fmt: skip
+                   hidden_channels=32, encoder_channels=16)  # fmt: skip
 FULL = NAFlowConfig(classes=CLASSES, levels=2, transition_steps=1, conditional_steps=1,
                     hidden_channels=8, encoder_channels=8, covariance="full")  # fmt: skip
 
@@ -86,8 +87,10 @@ def test_encode_decode_match_reference(config, dtype, tol, onednn, monkeypatch) 
     z, ld = fast.encode(noisy, clean)
     assert z.shape == z_ref.shape and z.dtype == dtype and z.is_contiguous()
     shapes = {tuple(n.w_res.shape) for n in fast.plan.couplings + fast.plan.injectors}
-    assert any(a != b for a, b in shapes) == (config is WIDE)  # the folded residual is exercised
+    assert any(a != b for a, b in shapes) == (config in (WIDE, ENC))  # the folded residual is exercised
     assert fast.plan.from_image == [config is ENC] + [False] * (config.levels - 1)  # folded encoder
+    concat = [n.w_first is not None for n in fast.plan.couplings]  # first layer on concat(x1, source)
+    assert concat == {WIDE: [True] * 4, ENC: [True, True, False, False]}.get(config, [False] * len(concat))
     assert _rel(z, z_ref) < tol and _rel(ld, ld_ref) < tol
     assert _rel(fast.decode(z_ref, clean), model.decode(z_ref, clean)) < tol
     # one CleanFeatures shared by encode and decode gives the same as computing them twice
@@ -156,6 +159,8 @@ def test_published_model_folds_the_encoder_into_levels_1_and_2() -> None:
     widths = {level: {n.w_cond.shape[0] for n, lv in zip(plan.couplings, plan.step_level, strict=True)
                       if lv == level} for level in (1, 2, 3)}  # fmt: skip
     assert widths == {1: {12}, 2: {48}, 3: {128}}  # stored (in, out): the users' input widths
+    concat = {lv for n, lv in zip(plan.couplings, plan.step_level, strict=True) if n.w_first is not None}
+    assert concat == {1}  # 12 image channels < 64 / 2 hidden: concatenated; 48 and 128 are not
 
 
 def test_plan_follows_weight_updates_and_dtype() -> None:
