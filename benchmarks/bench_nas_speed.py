@@ -5,10 +5,14 @@ Prints one table (issue 10):
      architecture kept in this file (per-layer modules, official parameter names, nothing cached,
      batch of one, per-class loop: the way the official code runs) against the library's batched
      `FastNAFlow` NAS (encode the reference pair, mix, decode), same weights, same seeds; the ratio
-     and the largest output difference.
+     and the largest output difference. Also `FastNAFlow(compile=True)` (torch.compile of the
+     per-step kernels; its one-off compile time with a fresh inductor cache is printed, not timed;
+     ``--skip-compile`` leaves it out).
   2. FLOPs: counted with torch.utils.flop_counter.FlopCounterMode (convolutions and matrix products)
      on the reference's encode + decode of one crop, and on what the fast path executes; achieved
-     GFLOP/s against a large float32 matrix multiply timed in the same run.
+     GFLOP/s, executed and effective (reference FLOPs / fast time), against a float32 2048^2 matrix
+     product timed in the same run, with torch's ``@`` (MKL) and with oneDNN: the faster is the peak
+     (on AMD CPUs MKL does not run its AVX-512 code; oneDNN, which the fast path uses, does).
   3. Peak memory (VmHWM growth, one fresh subprocess per figure): NAS on a 1024x1024 image; tiled NAS
      (the noise source, tiles of 512) on a 4000x3000 image.
   4. The albumentations transform (NAFlowNoiseAlb, noise "nas" and "random") in images/s for one
@@ -24,6 +28,7 @@ printed as well. Sections 1-2 run with ``--threads`` (default: all cores) and ag
 with ``nice`` on a shared machine and read the load average printed with the table; on an oversubscribed
 machine OpenMP's spinning threads slow every parallel region (most of all the batch-1 reference's many
 small ones): ``OMP_WAIT_POLICY=PASSIVE`` makes the multi-thread figures less erratic there.
+``--malloc keep`` runs the whole process (reference included) with `keep_freed_memory()`.
 
     nice .venv/bin/python benchmarks/bench_nas_speed.py
 """
