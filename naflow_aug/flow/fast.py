@@ -10,7 +10,9 @@ What it saves, compared with running the flow layer by layer (`NAFlow.encode` / 
 - Everything that depends only on the clean image is computed once per image and shared by encode and
   decode (NAS runs both): the encoder, the affine injectors' shift and scale, and the coupling
   sub-networks' first layer applied to the condition (the coupling sees concat(x1, h): its first
-  convolution splits into a clean-only part and a small part on x1).
+  convolution splits into a clean-only part and a small part on x1). Where the clean source is narrow
+  (level 1: 12 channels) the coupling instead reads concat(x1, source) in one product, rather than
+  reading back a 64-channel projection from memory.
 - The encoder is linear (1x1 convolutions and pixel-unshuffles): level l's features are an affine map of
   the clean image squeezed l times. Where that image is narrower than the features (12 and 48 channels
   against 128 at levels 1 and 2), the encoder is folded into its users' first layers, which then read
@@ -23,7 +25,7 @@ What it saves, compared with running the flow layer by layer (`NAFlow.encode` / 
 - Activations are kept channels-last (B, H, W, C): 1x1 convolutions are matrix products on a
   (B*H*W, C) view, the 3x3 convolutions run on channels-last memory.
 - On the CPU in float32 both run as oneDNN kernels (`ONEDNN`): the 3x3 convolution fused with its ReLU,
-  the 1x1 products with their bias (and ReLU) fused. MKL's sgemm, what ``@`` runs, is 1.3x to 3x
+  the 1x1 products with their bias (and ReLU) fused. MKL's sgemm, what ``@`` runs, is up to 3x
   slower on these narrow products on the AMD development machine.
 - The sub-networks run on chunks of the batch (`SUBNET_CHUNK_BYTES`, ~2 crops at level 1): their
   13 MiB-per-step hidden tensors become ~3 MiB blocks that malloc reuses and the caches hold.
@@ -32,9 +34,10 @@ What it saves, compared with running the flow layer by layer (`NAFlow.encode` / 
 - NAS through a noise source (encode, then decode, of the same clean tensor) reuses the features.
 
 Measured on a 2-core AMD EPYC (AVX-512), one thread, the other core busy (`benchmarks/bench_nas_speed.py`,
-160x160 crops, batch 8): ~0.050 s/crop against ~0.15 s/crop for a plain batch-1 implementation of the
-published architecture. About 70% of the time is the 3x3 convolutions, which run at ~90% of the
-machine's float32 matrix-product rate: what is left to gain without lower precision is small.
+160x160 crops, batch 8): 0.052-0.056 s/crop against 0.158-0.163 s/crop for a plain batch-1
+implementation of the published architecture (2.9-3.1x). About 70% of the time is the 3x3
+convolutions, which run at ~90% of the machine's float32 matrix-product rate: what is left to gain
+without lower precision (or fewer multiplications, e.g. Winograd) is small.
 `keep_freed_memory` (opt-in, process-wide) stops glibc from returning freed blocks to the system.
 
 Results equal the reference path to float32 rounding (about 1e-6 relative); the randomness contract is
@@ -44,12 +47,12 @@ from ``torch.Generator("cpu").manual_seed(seed)``.
 Options. ``compile=True`` wraps the per-step kernels with `torch.compile`; inside them plain aten ops
 run and inductor picks the kernels (its CPU backend would otherwise rewrite the oneDNN calls into
 fused forms that need constant weights). It works on the CPU (tested) but is not faster there: on the
-development machine 0.054 against 0.053 s/crop, for a one-off compile of ~35 s (cold cache, 1 thread);
-it is meant for CUDA. GPU options (guarded, not exercised on the CPU-only development machine):
-``autocast=torch.bfloat16`` runs only the conditioner sub-networks in reduced precision (the affine
-updates themselves stay float32, so the flow stays invertible: decode(encode(x)) == x up to rounding,
-checked by `check_invertibility`); `CudaGraphNAS` captures a whole NAS (encode, posterior, mix,
-decode) for fixed shapes in a CUDA graph.
+development machine 0.054-0.057 against 0.052-0.056 s/crop, after a one-off compile of 40-43 s (cold
+cache, 1 thread); it is meant for CUDA. GPU options (guarded, not exercised on the CPU-only
+development machine): ``autocast=torch.bfloat16`` runs only the conditioner sub-networks in reduced
+precision (the affine updates themselves stay float32, so the flow stays invertible:
+decode(encode(x)) == x up to rounding, checked by `check_invertibility`); `CudaGraphNAS` captures a
+whole NAS (encode, posterior, mix, decode) for fixed shapes in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -355,11 +358,11 @@ def _onednn_linear(rows: Tensor, wt: Tensor, b: Tensor | None, add: Tensor | Non
     """oneDNN's x @ wt (+ b) (+ add) (then relu) on (pixels, in) rows, bias and relu fused in.
 
     The 1x1 maps here are narrow (6 to 384 columns) on many rows: MKL's sgemm (what ``@`` runs) does
-    them 1.3x to 3x slower than oneDNN on the development machine (an AMD CPU, on which MKL does not
+    them up to 3x slower than oneDNN on the development machine (an AMD CPU, on which MKL does not
     pick its AVX-512 code; narrow products are memory-bound and oneDNN writes the output once, bias and
-    relu included). The
-    weight is passed as the transposed view of the stored (in, out) matrix: oneDNN's (out, in) layout
-    with strides (1, out), which it takes without a copy (faster than a contiguous (out, in) here).
+    relu included). The weight is passed as the transposed view of the stored (in, out) matrix:
+    oneDNN's (out, in) layout with strides (1, out), which it takes without a copy (and runs faster
+    than a contiguous (out, in) matrix here).
     """
     w = wt.T
     if add is None:
