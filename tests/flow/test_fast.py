@@ -270,6 +270,20 @@ def test_compiled_steps_match_reference_on_the_cpu(tmp_path, monkeypatch) -> Non
     assert counters["frames"]["ok"] >= 2  # both step kernels were compiled (and nothing failed)
 
 
+def test_subnetworks_run_on_cache_sized_chunks_on_the_cpu_only(monkeypatch) -> None:
+    model = _model(WIDE)
+    noisy, clean = _images(3)
+    z = FastNAFlow(model).encode(noisy, clean)[0]  # the 3 small items fit in one chunk
+    net = FastNAFlow(model).plan.couplings[0]  # hidden 32: 32 * 4 bytes per position
+    x = torch.zeros(5, 16, 16, 6)
+    monkeypatch.setattr(fast_module, "SUBNET_CHUNK_BYTES", 2 * 16 * 16 * 32 * 4)
+    assert fast_module._chunks(x, net) == [slice(0, 2), slice(2, 4), slice(4, 6)]
+    assert fast_module._chunks(x.to("meta"), net) == [slice(None)]  # not the CPU: whole batches
+    monkeypatch.setattr(fast_module, "SUBNET_CHUNK_BYTES", 1)
+    assert len(fast_module._chunks(x, net)) == 5  # at least one item per chunk
+    assert _rel(FastNAFlow(model).encode(noisy, clean)[0], z) < 1e-6  # one item at a time: the same
+
+
 def test_keep_freed_memory_sets_glibc_malloc_options() -> None:
     import platform
 
