@@ -28,7 +28,9 @@ printed as well. Sections 1-2 run with ``--threads`` (default: all cores) and ag
 with ``nice`` on a shared machine and read the load average printed with the table; on an oversubscribed
 machine OpenMP's spinning threads slow every parallel region (most of all the batch-1 reference's many
 small ones): ``OMP_WAIT_POLICY=PASSIVE`` makes the multi-thread figures less erratic there.
-``--malloc keep`` runs the whole process (reference included) with `keep_freed_memory()`.
+By default sections 1-2 run twice: with glibc's malloc as it is, then (``--malloc both``) after
+`keep_freed_memory()` for the whole process, reference included (glibc then reuses freed blocks
+instead of page-faulting fresh ones on every batch); ``--malloc default`` / ``keep`` run one of them.
 
     nice .venv/bin/python benchmarks/bench_nas_speed.py
 """
@@ -503,10 +505,11 @@ def main() -> None:
     ap.add_argument("--skip-transform", action="store_true")
     ap.add_argument(
         "--malloc",
-        choices=("keep", "default"),
-        default="default",
+        choices=("default", "keep", "both"),
+        default="both",
         help="default: glibc's own settings; keep: naflow_aug.flow.fast.keep_freed_memory() for the "
-        "whole process (reference included)",
+        "whole process (reference included); both: sections 1-2 with the defaults, then again after "
+        "keep_freed_memory()",
     )
     ap.add_argument("--skip-compile", action="store_true", help="leave out FastNAFlow(compile=True)")
     ap.add_argument("--memory-probe", help=argparse.SUPPRESS)
@@ -516,9 +519,10 @@ def main() -> None:
         return
     from naflow_aug.flow.fast import keep_freed_memory
 
-    malloc = "glibc defaults"
-    if args.malloc == "keep":
-        malloc = "keep_freed_memory() " + ("applied" if keep_freed_memory() else "unavailable (not glibc)")
+    malloc_modes = {"default": ["default"], "keep": ["keep"], "both": ["default", "keep"]}[args.malloc]
+    malloc = " then ".join(
+        {"default": "glibc defaults", "keep": "keep_freed_memory()"}[m] for m in malloc_modes
+    )
 
     model, ref = load_models(args.weights)
     clean, noisy = crops(args.batch, args.size)
@@ -581,7 +585,9 @@ def main() -> None:
         ("GFLOP/crop, ref encode+decode", f"{ref_flops / 1e9:.2f}", "FlopCounterMode (conv, matmul)"),
         ("GFLOP/crop executed by fast NAS", f"{fast_flops / 1e9:.2f}", "clean features once, folded"),
     ]  # fmt: skip
-    for threads in dict.fromkeys([args.threads, 1]):
+    for mode, threads in ((m, t) for m in malloc_modes for t in dict.fromkeys([args.threads, 1])):
+        if mode == "keep" and not keep_freed_memory():  # process-wide from here on (idempotent)
+            rows.append(("keep_freed_memory()", "n/a", "not glibc: nothing applied"))
         torch.set_num_threads(threads)
         times: dict[str, list[float]] = {"ref": [], "fast": [], "lib": [], "compiled": []}
         matmul: dict[str, list[float]] = {}
@@ -599,7 +605,8 @@ def main() -> None:
         peak_name = max(rates, key=rates.get)
         peak = rates[peak_name]  # the machine's practical peak: the faster of the two products
         rows += [
-            (f"[{threads} thread(s)] 1. reference (plain, batch 1) s/crop", f"{t_ref:.4f}", ""),
+            (f"[{threads} thread(s), malloc {mode}] 1. reference (plain, batch 1) s/crop", f"{t_ref:.4f}",
+             ""),
             ("   library layer-by-layer path, batched", f"{t_lib:.4f}", f"{t_ref / t_lib:.2f}x ref"),
             (f"   library fast NAS, batch {args.batch}", f"{t_fast:.4f}",
              f"{t_ref / t_fast:.2f}x ref (median of rounds {median_ratio:.2f}x; target >= 3x)"),
