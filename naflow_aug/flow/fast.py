@@ -34,7 +34,7 @@ What it saves, compared with running the flow layer by layer (`NAFlow.encode` / 
 - NAS through a noise source (encode, then decode, of the same clean tensor) reuses the features.
 
 Measured on a 2-core AMD EPYC (AVX-512), one thread, the other core busy (`benchmarks/bench_nas_speed.py`,
-160x160 crops, batch 8): 0.052-0.056 s/crop against 0.158-0.163 s/crop for a plain batch-1
+160x160 crops, batch 8): 0.052-0.057 s/crop against 0.158-0.170 s/crop for a plain batch-1
 implementation of the published architecture (2.9-3.1x). About 70% of the time is the 3x3
 convolutions, which run at ~90% of the machine's float32 matrix-product rate: what is left to gain
 without lower precision (or fewer multiplications, e.g. Winograd) is small.
@@ -47,7 +47,7 @@ from ``torch.Generator("cpu").manual_seed(seed)``.
 Options. ``compile=True`` wraps the per-step kernels with `torch.compile`; inside them plain aten ops
 run and inductor picks the kernels (its CPU backend would otherwise rewrite the oneDNN calls into
 fused forms that need constant weights). It works on the CPU (tested) but is not faster there: on the
-development machine 0.054-0.057 against 0.052-0.056 s/crop, after a one-off compile of 40-43 s (cold
+development machine 0.054-0.059 against 0.052-0.057 s/crop, after a one-off compile of 40-43 s (cold
 cache, 1 thread); it is meant for CUDA. GPU options (guarded, not exercised on the CPU-only
 development machine): ``autocast=torch.bfloat16`` runs only the conditioner sub-networks in reduced
 precision (the affine updates themselves stay float32, so the flow stays invertible:
