@@ -5,10 +5,14 @@ Prints one table (issue 10):
      architecture kept in this file (per-layer modules, official parameter names, nothing cached,
      batch of one, per-class loop: the way the official code runs) against the library's batched
      `FastNAFlow` NAS (encode the reference pair, mix, decode), same weights, same seeds; the ratio
-     and the largest output difference.
+     and the largest output difference. Also `FastNAFlow(compile=True)` (torch.compile of the
+     per-step kernels; its one-off compile time with a fresh inductor cache is printed, not timed;
+     ``--skip-compile`` leaves it out).
   2. FLOPs: counted with torch.utils.flop_counter.FlopCounterMode (convolutions and matrix products)
      on the reference's encode + decode of one crop, and on what the fast path executes; achieved
-     GFLOP/s against a large float32 matrix multiply timed in the same run.
+     GFLOP/s, executed and effective (reference FLOPs / fast time), against a float32 2048^2 matrix
+     product timed in the same run, with torch's ``@`` (MKL) and with oneDNN: the faster is the peak
+     (on AMD CPUs MKL does not run its AVX-512 code; oneDNN, which the fast path uses, does).
   3. Peak memory (VmHWM growth, one fresh subprocess per figure): NAS on a 1024x1024 image; tiled NAS
      (the noise source, tiles of 512) on a 4000x3000 image.
   4. The albumentations transform (NAFlowNoiseAlb, noise "nas" and "random") in images/s for one
@@ -24,6 +28,9 @@ printed as well. Sections 1-2 run with ``--threads`` (default: all cores) and ag
 with ``nice`` on a shared machine and read the load average printed with the table; on an oversubscribed
 machine OpenMP's spinning threads slow every parallel region (most of all the batch-1 reference's many
 small ones): ``OMP_WAIT_POLICY=PASSIVE`` makes the multi-thread figures less erratic there.
+By default sections 1-2 run twice: with glibc's malloc as it is, then (``--malloc both``) after
+`keep_freed_memory()` for the whole process, reference included (glibc then reuses freed blocks
+instead of page-faulting fresh ones on every batch); ``--malloc default`` / ``keep`` run one of them.
 
     nice .venv/bin/python benchmarks/bench_nas_speed.py
 """
@@ -37,6 +44,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -327,10 +335,19 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def matmul_peak(n: int, repeats: int) -> float:
+def matmul_peak(n: int, repeats: int) -> dict[str, float]:
+    """GFLOP/s of an n x n float32 matrix product, best of ``repeats``: torch's ``@`` (MKL on the CPU)
+    and, on the CPU, oneDNN's (the library the fast path's kernels come from; faster than MKL on AMD)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    return max(2 * n**3 / timed(lambda: a @ b) / 1e9 for _ in range(repeats))
+    kernels = {"matmul": lambda: a @ b}
+    onednn = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if onednn is not None and torch.backends.mkldnn.is_available():
+        kernels["onednn"] = lambda: onednn(a, b, None, "none", [], "")
+    rates = {}
+    for name, fn in kernels.items():
+        fn()
+        rates[name] = max(2 * n**3 / timed(fn) / 1e9 for _ in range(repeats))
+    return rates
 
 
 def flops_of(fn) -> int:
@@ -349,9 +366,9 @@ def vm_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def memory_probe(kind: str, weights: str) -> dict:
+def memory_probe(kind: str, weights: str, threads: int) -> dict:
     """Runs in a fresh subprocess: peak RSS growth (VmHWM after reset minus VmRSS before) of one NAS."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads)
     model, _ = load_models(weights)
     if kind.startswith("tiled"):
         h, w = 3000, 4000
@@ -388,8 +405,8 @@ def memory_probe(kind: str, weights: str) -> dict:
             "hwm_reset": reset, "seconds": seconds}  # fmt: skip
 
 
-def run_probe(kind: str, weights: str) -> dict:
-    cmd = [sys.executable, __file__, "--memory-probe", kind, "--weights", weights]
+def run_probe(kind: str, weights: str, threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--memory-probe", kind, "--weights", weights, "--threads", str(threads)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if res.returncode:
         return {"kind": kind, "error": res.stderr.strip().splitlines()[-1:]}
@@ -486,11 +503,26 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-transform", action="store_true")
+    ap.add_argument(
+        "--malloc",
+        choices=("default", "keep", "both"),
+        default="both",
+        help="default: glibc's own settings; keep: naflow_aug.flow.fast.keep_freed_memory() for the "
+        "whole process (reference included); both: sections 1-2 with the defaults, then again after "
+        "keep_freed_memory()",
+    )
+    ap.add_argument("--skip-compile", action="store_true", help="leave out FastNAFlow(compile=True)")
     ap.add_argument("--memory-probe", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_probe:
-        print(json.dumps(memory_probe(args.memory_probe, args.weights)))
+        print(json.dumps(memory_probe(args.memory_probe, args.weights, args.threads)))
         return
+    from naflow_aug.flow.fast import keep_freed_memory
+
+    malloc_modes = {"default": ["default"], "keep": ["keep"], "both": ["default", "keep"]}[args.malloc]
+    malloc = " then ".join(
+        {"default": "glibc defaults", "keep": "keep_freed_memory()"}[m] for m in malloc_modes
+    )
 
     model, ref = load_models(args.weights)
     clean, noisy = crops(args.batch, args.size)
@@ -506,6 +538,19 @@ def main() -> None:
 
     def run_fast() -> Tensor:
         return fast.sample(clean, reference=noisy, seeds=seeds)
+
+    compiled, compile_s, out_compiled = None, float("nan"), None
+    if not args.skip_compile:
+        torch.set_num_threads(args.threads)
+        # a fresh inductor cache, so that the compile time printed is the cold one
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench_nas_inductor_")
+        compiled = FastNAFlow(model, compile=True)
+        # one-off: torch.compile traces and builds its kernels on the first call (not timed below)
+        compile_s = timed(lambda: compiled.sample(clean, reference=noisy, seeds=seeds))
+        out_compiled = compiled.sample(clean, reference=noisy, seeds=seeds)
+
+    def run_compiled() -> Tensor:
+        return compiled.sample(clean, reference=noisy, seeds=seeds)
 
     def run_lib_layers() -> Tensor:  # the library's own layer-by-layer path, batched
         model.fast_sampling = False
@@ -523,44 +568,66 @@ def main() -> None:
         ref_flops = flops_of(lambda: ref.decode(ref.encode(one_n, one_c), one_c))
     import naflow_aug.flow.fast as fast_module
 
-    fused, fast_module._FUSED_CONV_RELU = fast_module._FUSED_CONV_RELU, None  # FlopCounterMode has no
-    try:  # formula for oneDNN's fused convolution + relu: count the same arithmetic unfused
+    onednn, fast_module.ONEDNN = fast_module.ONEDNN, False  # FlopCounterMode has no formula for
+    try:  # oneDNN's fused kernels (matrix products, convolution + relu): count the same arithmetic unfused
         fast_flops = flops_of(run_fast) / args.batch
     finally:
-        fast_module._FUSED_CONV_RELU = fused
+        fast_module.ONEDNN = onednn
     rows = [
         ("max |fast - ref| (relative)", f"{diff:.2e}",
          f"{rel:.2e} (target <= 1e-4), {n_ref} crops; library layer path {diff_lib:.1e}"),
+    ]  # fmt: skip
+    if out_compiled is not None:
+        diff_c = float((out_compiled[:n_ref] - out_ref).abs().max())
+        rows.append(("max |compiled - ref| (relative)", f"{diff_c:.2e}",
+                     f"{diff_c / float(out_ref.abs().max()):.2e} (target <= 1e-4)"))  # fmt: skip
+    rows += [
         ("GFLOP/crop, ref encode+decode", f"{ref_flops / 1e9:.2f}", "FlopCounterMode (conv, matmul)"),
         ("GFLOP/crop executed by fast NAS", f"{fast_flops / 1e9:.2f}", "clean features once, folded"),
     ]  # fmt: skip
-    for threads in dict.fromkeys([args.threads, 1]):
+    for mode, threads in ((m, t) for m in malloc_modes for t in dict.fromkeys([args.threads, 1])):
+        if mode == "keep" and not keep_freed_memory():  # process-wide from here on (idempotent)
+            rows.append(("keep_freed_memory()", "n/a", "not glibc: nothing applied"))
         torch.set_num_threads(threads)
-        times: dict[str, list[float]] = {"ref": [], "fast": [], "lib": [], "matmul": []}
+        times: dict[str, list[float]] = {"ref": [], "fast": [], "lib": [], "compiled": []}
+        matmul: dict[str, list[float]] = {}
         for _ in range(args.rounds):
             times["ref"].append(timed(run_ref) / n_ref)
             times["fast"].append(timed(run_fast) / args.batch)
+            if compiled is not None:
+                times["compiled"].append(timed(run_compiled) / args.batch)
             times["lib"].append(timed(run_lib_layers) / args.batch)
-            times["matmul"].append(matmul_peak(2048, 3))
+            for name, rate in matmul_peak(2048, 3).items():
+                matmul.setdefault(name, []).append(rate)
         t_ref, t_fast, t_lib = min(times["ref"]), min(times["fast"]), min(times["lib"])
         median_ratio = statistics.median(r / f for r, f in zip(times["ref"], times["fast"], strict=True))
-        peak = max(times["matmul"])
+        rates = {name: max(v) for name, v in matmul.items()}
+        peak_name = max(rates, key=rates.get)
+        peak = rates[peak_name]  # the machine's practical peak: the faster of the two products
         rows += [
-            (f"[{threads} thread(s)] 1. reference (plain, batch 1) s/crop", f"{t_ref:.4f}", ""),
+            (f"[{threads} thread(s), malloc {mode}] 1. reference (plain, batch 1) s/crop", f"{t_ref:.4f}",
+             ""),
             ("   library layer-by-layer path, batched", f"{t_lib:.4f}", f"{t_ref / t_lib:.2f}x ref"),
             (f"   library fast NAS, batch {args.batch}", f"{t_fast:.4f}",
              f"{t_ref / t_fast:.2f}x ref (median of rounds {median_ratio:.2f}x; target >= 3x)"),
-            ("   2. matmul 2048^2 float32 GFLOP/s", f"{peak:.1f}", f"best of {args.rounds * 3}, same run"),
         ]  # fmt: skip
-        for name, flops, t, target in (("fast: ref GFLOP / time", ref_flops, t_fast, ""),
+        if compiled is not None:
+            t_c = min(times["compiled"])
+            note = f"{t_ref / t_c:.2f}x ref; one-off compile + first call {compile_s:.1f} s (cold cache)"
+            rows.append((f"   fast NAS, compile=True, batch {args.batch}", f"{t_c:.4f}", note))
+        for name, rate in rates.items():
+            label = {"matmul": "torch @ (MKL)", "onednn": "oneDNN"}.get(name, name)
+            note = f"best of {args.rounds * 3}, same run" + (" = peak" if name == peak_name else "")
+            rows.append((f"   2. matmul 2048^2 float32 GFLOP/s, {label}", f"{rate:.1f}", note))
+        for name, flops, t, target in (("fast: ref GFLOP / time (effective)", ref_flops, t_fast, ""),
                                        ("fast: executed GFLOP / time", fast_flops, t_fast, " (target 60%)"),
                                        ("reference: GFLOP / time", ref_flops, t_ref, "")):  # fmt: skip
             rate = flops / t / 1e9
-            rows.append((f"   {name}", f"{rate:.1f}", f"{rate / peak:.0%} of matmul{target}"))
+            rows.append((f"   {name}", f"{rate:.1f}", f"{rate / peak:.0%} of peak matmul{target}"))
     torch.set_num_threads(args.threads)
     if not args.skip_memory:
         for kind in ("nas-1024-fast", "nas-1024-reference", "tiled-nas-4000x3000"):
-            r = run_probe(kind, args.weights)
+            r = run_probe(kind, args.weights, args.threads)
             if "error" in r:
                 rows.append((f"3. peak RSS growth {kind}", "failed", str(r["error"])))
             else:
@@ -581,7 +648,7 @@ def main() -> None:
     load = os.getloadavg()
     print(f"bench_nas_speed: {args.size}x{args.size} crops, weights={args.weights}, "
           f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")  # fmt: skip
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, malloc: {malloc}")  # fmt: skip
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:

@@ -7,6 +7,7 @@ import pickle
 import pytest
 import torch
 
+import naflow_aug.flow.fast as fast_module
 from naflow_aug import NAFlow, NAFlowConfig
 from naflow_aug.flow.fast import FastNAFlow, draw_item_noise, fast_sampler
 
@@ -19,6 +20,11 @@ BARE = NAFlowConfig(classes=CLASSES, levels=1, transition_steps=0, conditional_s
 # hidden wider than the level-1 sub-network outputs: their residual layer folds into the output layer
 WIDE = NAFlowConfig(classes=CLASSES, levels=2, transition_steps=1, conditional_steps=2,
                     hidden_channels=32, encoder_channels=8)  # fmt: skip
+# encoder wider than the level-1 squeezed image (12 channels), narrower than level 2's (48): level 1's
+# users read the squeezed clean image through the folded encoder, level 2's read its features; the
+# level-1 couplings concatenate that image to x1 (12 < 32 / 2), level 2's add a projection (16 = 32 / 2)
+ENC = NAFlowConfig(classes=CLASSES, levels=2, transition_steps=1, conditional_steps=2,
+                   hidden_channels=32, encoder_channels=16)  # fmt: skip
 FULL = NAFlowConfig(classes=CLASSES, levels=2, transition_steps=1, conditional_steps=1,
                     hidden_channels=8, encoder_channels=8, covariance="full")  # fmt: skip
 
@@ -63,8 +69,17 @@ def _reference_sample(model: NAFlow, clean, **kwargs):
 @pytest.mark.parametrize(("config", "dtype", "tol"), [
     (TINY, torch.float64, 1e-12), (TINY, torch.float32, 1e-5), (BARE, torch.float64, 1e-12),
     (FULL, torch.float64, 1e-12), (WIDE, torch.float64, 1e-12), (WIDE, torch.float32, 1e-5),
+    (ENC, torch.float64, 1e-12), (ENC, torch.float32, 1e-5),
 ])  # fmt: skip
-def test_encode_decode_match_reference(config, dtype, tol) -> None:
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "aten"])
+def test_encode_decode_match_reference(config, dtype, tol, onednn, monkeypatch) -> None:
+    """Both CPU kernel sets: oneDNN's fused products/convolutions (float32 default) and plain aten ops."""
+    if onednn and not fast_module.ONEDNN:
+        pytest.skip("oneDNN kernels unavailable in this torch build")
+    monkeypatch.setattr(fast_module, "ONEDNN", onednn)
+    calls = []
+    linear = fast_module._ONEDNN_LINEAR
+    monkeypatch.setattr(fast_module, "_ONEDNN_LINEAR", lambda *a: calls.append(1) or linear(*a))
     model = _model(config, dtype)
     fast = FastNAFlow(model)
     noisy, clean = _images(dtype=dtype)
@@ -72,13 +87,17 @@ def test_encode_decode_match_reference(config, dtype, tol) -> None:
     z, ld = fast.encode(noisy, clean)
     assert z.shape == z_ref.shape and z.dtype == dtype and z.is_contiguous()
     shapes = {tuple(n.w_res.shape) for n in fast.plan.couplings + fast.plan.injectors}
-    assert any(a != b for a, b in shapes) == (config is WIDE)  # the folded residual is exercised
+    assert any(a != b for a, b in shapes) == (config in (WIDE, ENC))  # the folded residual is exercised
+    assert fast.plan.from_image == [config is ENC] + [False] * (config.levels - 1)  # folded encoder
+    concat = [n.w_first is not None for n in fast.plan.couplings]  # first layer on concat(x1, source)
+    assert concat == {WIDE: [True] * 4, ENC: [True, True, False, False]}.get(config, [False] * len(concat))
     assert _rel(z, z_ref) < tol and _rel(ld, ld_ref) < tol
     assert _rel(fast.decode(z_ref, clean), model.decode(z_ref, clean)) < tol
     # one CleanFeatures shared by encode and decode gives the same as computing them twice
     feats = fast.condition(clean)
     assert torch.equal(fast.encode(noisy, clean, feats)[0], z)
     assert _rel(fast.decode(z, clean, feats), noisy) < (1e-10 if dtype == torch.float64 else 1e-4)
+    assert bool(calls) == (onednn and dtype == torch.float32)  # the kernel set under test did run
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -132,6 +151,16 @@ def test_draw_item_noise_is_the_contract() -> None:
         g = torch.Generator().manual_seed(s)
         assert picks[i] == int(torch.randint(34, (1,), generator=g))
         assert torch.equal(eps[i], torch.randn((12, 3, 5), generator=g))
+
+
+def test_published_model_folds_the_encoder_into_levels_1_and_2() -> None:
+    plan = FastNAFlow(NAFlow().freeze()).plan
+    assert plan.from_image == [True, True, False]  # 12 and 48 image channels < 128 features < 192
+    widths = {level: {n.w_cond.shape[0] for n, lv in zip(plan.couplings, plan.step_level, strict=True)
+                      if lv == level} for level in (1, 2, 3)}  # fmt: skip
+    assert widths == {1: {12}, 2: {48}, 3: {128}}  # stored (in, out): the users' input widths
+    concat = {lv for n, lv in zip(plan.couplings, plan.step_level, strict=True) if n.w_first is not None}
+    assert concat == {1}  # 12 image channels < 64 / 2 hidden: concatenated; 48 and 128 are not
 
 
 def test_plan_follows_weight_updates_and_dtype() -> None:
@@ -217,3 +246,46 @@ def test_model_built_in_inference_mode() -> None:
         noisy, clean = _images(2)
         out = FastNAFlow(model).sample(clean, reference=noisy, seeds=[1, 2])
         assert _rel(out, _reference_sample(model, clean, reference=noisy, seeds=[1, 2])) < 1e-4
+
+
+@pytest.mark.slow
+def test_compiled_steps_match_reference_on_the_cpu(tmp_path, monkeypatch) -> None:
+    """compile=True (torch.compile of the per-step kernels; plain aten ops inside, oneDNN kernels
+    outside) gives the reference's encode, decode and NAS on the CPU. Fresh inductor cache: the
+    kernels really are built here."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    torch._dynamo.reset()
+    counters.clear()
+    model = _model(BARE)
+    noisy, clean = _images(2, 8, 8)
+    fast = FastNAFlow(model, compile=True)
+    z, ld = fast.encode(noisy, clean)
+    z_ref, ld_ref = model.encode(noisy, clean)
+    assert _rel(z, z_ref) < 1e-5 and _rel(ld, ld_ref) < 1e-5
+    assert _rel(fast.decode(z_ref, clean), model.decode(z_ref, clean)) < 1e-5
+    out = fast.sample(clean, reference=noisy, seeds=[1, 2])
+    assert _rel(out, _reference_sample(model, clean, reference=noisy, seeds=[1, 2])) < 1e-4
+    assert counters["frames"]["ok"] >= 2  # both step kernels were compiled (and nothing failed)
+
+
+def test_subnetworks_run_on_cache_sized_chunks_on_the_cpu_only(monkeypatch) -> None:
+    model = _model(WIDE)
+    noisy, clean = _images(3)
+    z = FastNAFlow(model).encode(noisy, clean)[0]  # the 3 small items fit in one chunk
+    net = FastNAFlow(model).plan.couplings[0]  # hidden 32: 32 * 4 bytes per position
+    x = torch.zeros(5, 16, 16, 6)
+    monkeypatch.setattr(fast_module, "SUBNET_CHUNK_BYTES", 2 * 16 * 16 * 32 * 4)
+    assert fast_module._chunks(x, net) == [slice(0, 2), slice(2, 4), slice(4, 6)]
+    assert fast_module._chunks(x.to("meta"), net) == [slice(None)]  # not the CPU: whole batches
+    monkeypatch.setattr(fast_module, "SUBNET_CHUNK_BYTES", 1)
+    assert len(fast_module._chunks(x, net)) == 5  # at least one item per chunk
+    assert _rel(FastNAFlow(model).encode(noisy, clean)[0], z) < 1e-6  # one item at a time: the same
+
+
+def test_keep_freed_memory_sets_glibc_malloc_options() -> None:
+    import platform
+
+    # process-wide and harmless for the other tests: freed memory is only kept for reuse
+    assert fast_module.keep_freed_memory() == (platform.libc_ver()[0] == "glibc")
