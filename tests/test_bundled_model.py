@@ -127,7 +127,7 @@ def test_noise_level_depends_on_brightness(model):
 def test_card_generated_blocks_are_filled():
     text = CARD.read_text()
     blocks = dict(re.findall(r"<!-- BEGIN generated:(\w+) -->\n(.*?)<!-- END generated:\1 -->", text, re.S))
-    assert set(blocks) == {"stamp", "checkpoint", "data", "training", "benchmark"}
+    assert set(blocks) == {"stamp", "checkpoint", "data", "training", "continuation", "benchmark"}
     assert all(body.strip() for body in blocks.values()), [k for k, v in blocks.items() if not v.strip()]
     for row in ("NAS (no metadata)", "true configuration", "Gaussian, per-config std",
                 "Poisson-Gaussian, per config/channel", "posterior top-1 / top-3"):  # fmt: skip

@@ -146,7 +146,8 @@ def test_config_files_reject_unknown_keys(tmp_path: Path) -> None:
         config_from_dict(training.TrainConfig, {"steps": "many"})
 
 
-@pytest.mark.parametrize("name", ["train_cpu.toml", "train_paper.toml", "train_sidd_mini.toml"])
+@pytest.mark.parametrize("name", ["train_cpu.toml", "train_paper.toml", "train_sidd_mini.toml",
+                                  "train_sidd_mini_continue.toml"])
 def test_pipeline_presets_load(name: str) -> None:
     path = Path(__file__).resolve().parents[1] / "pipelines" / name
     config = training.load_train_config(path)
