@@ -877,10 +877,10 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
     finally:
         bar.close()
     elapsed += time.perf_counter() - t0
-    if run is not None:
-        save(config.steps, elapsed)  # the trained state: a resume with more steps continues from it
     refit = None
     if config.refit_prior and ddp.main:
+        if run is not None:
+            save(config.steps, elapsed)  # the trained state, before the refit: a longer resume continues it
         t = time.perf_counter()
         refit = refit_prior(model, ((*_read_pair(p), p.label) for p in train_pairs),
                             max_size=config.refit_max_size, progress=progress)
@@ -909,6 +909,8 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
             extra = _model_extra(config, config.steps)
             extra["train"]["prior_refit"] = {"pairs": refit["pairs"], "max_size": config.refit_max_size}
             save_checkpoint(model, run_path / MODEL_NAME, extra=extra)
+    elif run is not None:
+        save(config.steps, elapsed)
     if run is not None:
         run.write_results(results)
     if ddp.world > 1:
