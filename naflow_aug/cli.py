@@ -72,6 +72,14 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sidd_training_pairs(data: str, split: str | None) -> list:
+    """The pairs of a SIDD-Medium-layout folder, only the split's training instances when one is given."""
+    from naflow_aug.data.sidd import load_split, scan_sidd_medium
+
+    train = set(load_split(split)[0]) if split else None
+    return [r for r in scan_sidd_medium(data) if train is None or r.instance in train]
+
+
 def _add_refit_prior(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("refit-prior", help="refit a model's per-configuration latent Gaussians on pairs "
                        "(closed-form maximum likelihood with the flow fixed)")  # fmt: skip
@@ -88,13 +96,12 @@ def _add_refit_prior(sub: argparse._SubParsersAction) -> None:
 
 def _run_refit_prior(args: argparse.Namespace) -> int:
     import naflow_aug
-    from naflow_aug.data.sidd import _load_uint8, load_split, scan_sidd_medium
+    from naflow_aug.data.sidd import _load_uint8
     from naflow_aug.train import refit_prior
 
     try:
         model = naflow_aug.load(args.model, device=args.device)
-        train = set(load_split(args.split)[0]) if args.split else None
-        records = [r for r in scan_sidd_medium(args.data) if train is None or r.instance in train]
+        records = _sidd_training_pairs(args.data, args.split)
         if not records:
             raise ValueError(f"no pairs in {args.data}" + (f" among split {args.split}'s training instances"
                                                            if args.split else ""))
@@ -473,11 +480,8 @@ def _run_fit_baselines(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.data is not None:
-            from naflow_aug.data.sidd import load_split, scan_sidd_medium
-
-            train = set(load_split(args.split)[0]) if args.split else None
-            records = [(r.clean_path, r.noisy_path, r.cls) for r in scan_sidd_medium(args.data)
-                       if train is None or r.instance in train]  # fmt: skip
+            pairs = _sidd_training_pairs(args.data, args.split)
+            records = [(r.clean_path, r.noisy_path, r.cls) for r in pairs]
         else:
             from naflow_aug.data.folders import scan_paired_folders
 

@@ -386,10 +386,9 @@ def _onednn(x: Tensor, w: Tensor) -> bool:
 
 # oneDNN's fused CPU kernels (matrix products with bias/add/relu, convolution + relu); set to False to
 # run plain aten ops (the benchmark does, to count FLOPs: FlopCounterMode has no formula for these ops)
-ONEDNN = torch.backends.mkldnn.is_available()
 _ONEDNN_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 _FUSED_CONV_RELU = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
-ONEDNN = ONEDNN and _ONEDNN_LINEAR is not None and _FUSED_CONV_RELU is not None
+ONEDNN = torch.backends.mkldnn.is_available() and None not in (_ONEDNN_LINEAR, _FUSED_CONV_RELU)
 
 
 def _conv3x3_relu(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
@@ -410,9 +409,8 @@ def _subnet_tail(h: Tensor, net: _SubNetPlan, eps: float) -> tuple[Tensor, Tenso
     if net.w_res.shape[0] != net.w_res.shape[1]:  # residual folded into the output layer (see build)
         out = _linear(r, net.w_res, add=_linear(h, net.w_out, net.b_out))
     else:
-        if _onednn(r, net.w_res):
-            h = _linear(r, net.w_res, add=h)
-        elif h.dtype == r.dtype == net.w_res.dtype:  # in place (h is ours); autocast has no in-place addmm
+        if not _onednn(r, net.w_res) and h.dtype == r.dtype == net.w_res.dtype:
+            # in place (h is ours); autocast has no in-place addmm, and oneDNN's product is faster
             h.view(-1, h.shape[-1]).addmm_(r.reshape(-1, r.shape[-1]), net.w_res)
         else:
             h = _linear(r, net.w_res, add=h)
