@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,7 +209,14 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="cpu", help="cpu (default), paper, or a preset .toml")
     p.add_argument("--epochs", type=int, help="override the preset's epochs")
     p.add_argument("--steps", type=int, help="override the preset's steps per epoch")
-    p.add_argument("--seed", type=int, help="override the preset's seed")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, help="override the preset's seed")
+    seeds.add_argument(
+        "--seeds",
+        metavar="N,N,...",
+        help="repeat the whole benchmark per seed (--out/seed-N/) and report mean +- std per source and "
+        "each source's paired per-image PSNR difference to the best baseline with a bootstrap 95%% interval",
+    )
     p.add_argument(
         "--out", required=True, help="run directory (results.json, results.md, grid.png, curves.png)"
     )
@@ -223,13 +231,14 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 def _run_bench(args: argparse.Namespace) -> int:
     import logging
 
-    from naflow_aug import bench
+    from naflow_aug import bench, bench_seeds
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        results = bench.bench_from_paths(
-            args.out,
+
+    def run_one(out: Any, seed: int | None) -> dict:
+        return bench.bench_from_paths(
+            out,
             train=args.train,
             clean=args.clean,
             noise=args.noise,
@@ -246,8 +255,17 @@ def _run_bench(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             epochs=args.epochs,
             steps_per_epoch=args.steps,
-            seed=args.seed,
+            seed=seed,
         )
+
+    try:
+        if args.seeds is not None:
+            summary = bench_seeds.run_seeds(args.out, bench_seeds.parse_seeds(args.seeds), run_one)
+            if summary:
+                print(bench_seeds.seeds_markdown(summary), end="")
+                print(f"results: {args.out}/results.json, results.md, curves.png; runs in {args.out}/seed-N/")
+            return 0
+        results = run_one(args.out, args.seed)
     except (ValueError, FileNotFoundError) as err:
         print(f"naflow-aug bench: error: {err}", file=sys.stderr)
         return 2

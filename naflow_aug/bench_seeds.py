@@ -1,0 +1,283 @@
+"""Repeat a denoiser benchmark over seeds and compare its sources honestly.
+
+``naflow-aug bench --seeds 0,1,2`` runs the whole benchmark once per seed (``<out>/seed-<N>/``, each an
+ordinary, resumable benchmark run directory), then writes into ``<out>``:
+
+- ``results.json`` / ``results.md``: per source, the mean +- standard deviation over seeds of the overall
+  PSNR / SSIM (and of each group's PSNR), and, for every source against the best parametric baseline
+  (the baseline noise source with the highest mean PSNR), the paired per-image PSNR difference: each
+  scored image's difference averaged over seeds, its mean over images and a bootstrap 95% interval
+  (images resampled with replacement);
+- ``curves.png``: validation PSNR per epoch, mean over seeds with the seeds' range shaded.
+
+A difference is a result only when its interval excludes zero and it exceeds the seeds' spread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from naflow_aug.runs import RunDir, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BASELINE_KINDS",
+    "aggregate_seeds",
+    "is_baseline",
+    "paired_bootstrap",
+    "parse_seeds",
+    "run_seeds",
+    "seeds_markdown",
+]
+
+#: noise-source kinds that are parametric baselines (the rows NAFlow noise has to beat)
+BASELINE_KINDS = (
+    "gaussian",
+    "gaussian-per-config",
+    "poisson-gaussian",
+    "albumentations-gauss",
+    "albumentations-iso",
+)
+
+
+def is_baseline(source: str) -> bool:
+    """True for a parametric baseline row (``gaussian:10``, ``poisson-gaussian``, ...)."""
+    return source.split(":", 1)[0].strip() in BASELINE_KINDS
+
+
+def parse_seeds(text: str | Sequence[int]) -> list[int]:
+    """``'0,1,2'`` (or a sequence of ints) -> distinct non-negative seeds, in the order given."""
+    if isinstance(text, str):
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        try:
+            seeds = [int(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"seeds must be a comma-separated list of integers, got {text!r}") from None
+    else:
+        seeds = list(text)
+        if any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+            raise TypeError(f"seeds must be integers, got {seeds!r}")
+    if not seeds:
+        raise ValueError(f"seeds must name at least one seed, got {text!r}")
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct non-negative integers, got {seeds}")
+    return seeds
+
+
+def paired_bootstrap(
+    diffs: Sequence[float] | np.ndarray, *, resamples: int = 10_000, seed: int = 0, level: float = 0.95
+) -> dict[str, float]:
+    """Mean of per-image differences and its bootstrap interval (percentile method).
+
+    ``diffs`` (N,): one paired difference per scored image (already averaged over seeds). Returns
+    ``{'mean', 'lo', 'hi', 'n'}``; with a single image the interval is that value.
+    """
+    d = np.asarray(diffs, dtype=np.float64)
+    if d.ndim != 1 or d.size == 0:
+        raise ValueError(f"paired_bootstrap needs a non-empty 1-D array of differences, got shape {d.shape}")
+    if not np.isfinite(d).all():
+        raise ValueError("paired_bootstrap got non-finite differences")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, d.size, size=(resamples, d.size))
+    means = d[idx].mean(axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return {"mean": float(d.mean()), "lo": float(lo), "hi": float(hi), "n": int(d.size)}
+
+
+def _scores(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    return row.get("sidd_val") or row.get("pairs") or {}
+
+
+def _items(row: Mapping[str, Any]) -> dict[str, float]:
+    return {it["name"]: float(it["psnr"]) for it in _scores(row).get("items", [])}
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return math.nan, math.nan
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def aggregate_seeds(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """Seed -> a benchmark's ``results.json`` -> one summary (see the module doc).
+
+    Every seed must hold the same sources. Returns ``{'seeds', 'rows': [{'source', 'psnr', 'psnr_std',
+    'ssim', 'ssim_std', 'psnr_per_seed', 'groups': {g: (mean, std)}}], 'best_baseline',
+    'paired': {source: {'mean', 'lo', 'hi', 'n'}}}``.
+    """
+    if not per_seed:
+        raise ValueError("aggregate_seeds got no seeds")
+    seeds = sorted(per_seed)
+    names = [r["source"] for r in per_seed[seeds[0]]["rows"]]
+    for s in seeds[1:]:
+        other = [r["source"] for r in per_seed[s]["rows"]]
+        if other != names:
+            raise ValueError(f"seed {s} has sources {other}, seed {seeds[0]} has {names}")
+    rows = []
+    for i, name in enumerate(names):
+        runs = [per_seed[s]["rows"][i] for s in seeds]
+        psnrs = [_scores(r).get("overall", {}).get("psnr", math.nan) for r in runs]
+        ssims = [_scores(r).get("overall", {}).get("ssim", math.nan) for r in runs]
+        groups_key = "cameras" if "sidd_val" in runs[0] else "groups"
+        group_names = sorted({g for r in runs for g in _scores(r).get(groups_key, {})})
+        groups = {
+            g: _mean_std([_scores(r).get(groups_key, {}).get(g, {}).get("psnr", math.nan) for r in runs])
+            for g in group_names
+        }
+        m, sd = _mean_std(psnrs)
+        ms, sds = _mean_std(ssims)
+        rows.append(
+            {
+                "source": name,
+                "psnr": m,
+                "psnr_std": sd,
+                "ssim": ms,
+                "ssim_std": sds,
+                "psnr_per_seed": dict(zip(seeds, psnrs, strict=True)),
+                "groups": groups,
+                "train_seconds": float(np.mean([r.get("train_seconds", 0.0) for r in runs])),
+            }
+        )
+    baselines = [r for r in rows if is_baseline(r["source"]) and math.isfinite(r["psnr"])]
+    best = max(baselines, key=lambda r: r["psnr"])["source"] if baselines else None
+    paired: dict[str, dict[str, float]] = {}
+    if best is not None:
+        j = names.index(best)
+        for i, name in enumerate(names):
+            if name == best:
+                continue
+            per_image: dict[str, list[float]] = {}
+            for s in seeds:
+                a, b = _items(per_seed[s]["rows"][i]), _items(per_seed[s]["rows"][j])
+                for key in a.keys() & b.keys():
+                    per_image.setdefault(key, []).append(a[key] - b[key])
+            diffs = [float(np.mean(v)) for _, v in sorted(per_image.items()) if len(v) == len(seeds)]
+            if diffs:
+                paired[name] = paired_bootstrap(diffs)
+                seed_diffs = [
+                    _scores(per_seed[s]["rows"][i]).get("overall", {}).get("psnr", math.nan)
+                    - _scores(per_seed[s]["rows"][j]).get("overall", {}).get("psnr", math.nan)
+                    for s in seeds
+                ]
+                paired[name]["seed_diffs"] = seed_diffs
+                paired[name]["wins_every_seed"] = bool(all(d > 0 for d in seed_diffs))
+    return {"seeds": seeds, "rows": rows, "best_baseline": best, "paired": paired}
+
+
+def seeds_markdown(summary: Mapping[str, Any]) -> str:
+    """The summary as Markdown: mean +- std over seeds per source, then the paired comparison."""
+    seeds = summary["seeds"]
+    rows = summary["rows"]
+    groups = sorted({g for r in rows for g in r["groups"]})
+    head = ["source", "PSNR (mean +- std)", "SSIM (mean +- std)", *[f"{g} PSNR" for g in groups]]
+    lines = [
+        f"Seeds {', '.join(map(str, seeds))}: mean +- standard deviation over seeds "
+        "(denoised output clamped and rounded to 8 bits).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for r in sorted(rows, key=lambda r: -r["psnr"] if math.isfinite(r["psnr"]) else math.inf):
+        cells = [
+            r["source"],
+            f"{r['psnr']:.2f} +- {r['psnr_std']:.2f}",
+            f"{r['ssim']:.4f} +- {r['ssim_std']:.4f}",
+        ]
+        cells += [f"{r['groups'][g][0]:.2f}" if g in r["groups"] else "" for g in groups]
+        lines.append("| " + " | ".join(cells) + " |")
+    best = summary.get("best_baseline")
+    if best is not None and summary["paired"]:
+        lines += [
+            "",
+            f"Paired per-image PSNR difference against the best baseline, `{best}` (each image's "
+            "difference averaged over seeds; bootstrap 95% interval over images; per-seed differences "
+            "of the overall PSNR):",
+            "",
+            "| source | mean difference (dB) | 95% interval | per seed | ahead in every seed |",
+            "|---|---|---|---|---|",
+        ]
+        for name, p in summary["paired"].items():
+            per = ", ".join(f"{d:+.2f}" for d in p["seed_diffs"])
+            lines.append(
+                f"| {name} | {p['mean']:+.3f} | [{p['lo']:+.3f}, {p['hi']:+.3f}] | {per} | "
+                f"{'yes' if p['wins_every_seed'] else 'no'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot_seed_curves(out: Path, seed_dirs: Mapping[int, Path], sources: Sequence[str]) -> Path:
+    """Validation PSNR per epoch: the mean over seeds per source, the seeds' range shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from naflow_aug.bench import slug
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name in sources:
+        curves = []
+        for d in seed_dirs.values():
+            records = RunDir(d / "sources" / slug(name)).read_log()
+            curves.append({r["epoch"]: r["val_psnr"] for r in records if r.get("val_psnr") is not None})
+        epochs = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+        if not epochs:
+            continue
+        v = np.array([[c[e] for e in epochs] for c in curves])
+        (line,) = ax.plot(epochs, v.mean(0), marker="o", ms=3, label=name)
+        if len(curves) > 1:
+            ax.fill_between(epochs, v.min(0), v.max(0), color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation PSNR (dB)")
+    ax.set_title(f"mean over {len(seed_dirs)} seeds (shaded: range)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "curves.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def run_seeds(
+    out: str | os.PathLike,
+    seeds: Sequence[int],
+    run_one: Callable[[Path, int], Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Run ``run_one(out / f'seed-{s}', s)`` for each seed (each resumable on its own), then aggregate.
+
+    ``run_one`` returns the benchmark's results (``{'rows': [...]}``). Writes ``results.json``,
+    ``results.md`` and ``curves.png`` into ``out``.
+    """
+    seeds = parse_seeds(seeds)
+    root = RunDir(out)
+    per_seed: dict[int, Mapping[str, Any]] = {}
+    dirs: dict[int, Path] = {}
+    for s in seeds:
+        dirs[s] = root.path / f"seed-{s}"
+        log.info("benchmark seed %d -> %s", s, dirs[s])
+        per_seed[s] = run_one(dirs[s], s)
+    if not all(r.get("rows") for r in per_seed.values()):
+        return {}  # not rank 0 of a distributed run
+    summary = aggregate_seeds(per_seed)
+    summary["runs"] = {str(s): str(d) for s, d in dirs.items()}
+    atomic_write_text(root.path / "results.md", seeds_markdown(summary))
+    try:
+        summary["curves"] = str(plot_seed_curves(root.path, dirs, [r["source"] for r in summary["rows"]]))
+    except ImportError as err:  # matplotlib is optional at run time
+        log.warning("no curves plot: %s", err)
+    root.write_results(json.loads(json.dumps(summary, default=str)))
+    return summary
