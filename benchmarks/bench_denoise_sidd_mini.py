@@ -8,6 +8,10 @@ rounded to 8 bits) on the real (noisy, clean) pairs of the held-out instances, p
 
     .venv/bin/python benchmarks/bench_denoise_sidd_mini.py --out runs/bench-sidd-mini
     .venv/bin/python benchmarks/bench_denoise_sidd_mini.py --out /tmp/b --epochs 1 --steps 2   # smoke run
+    .venv/bin/python benchmarks/bench_denoise_sidd_mini.py --seeds 0,1,2 --out runs/b3  # intervals
+    # two processes (one per core), one table: each source's training does not depend on the others
+    ... --seeds 0,1,2 --noise real --noise poisson-gaussian --out runs/a &
+    ... --seeds 0,1,2 --noise nas --out runs/b; ... --combine runs/a runs/b --out runs/ab
 
 Model sources (``nas``, ``random``) need a NAFlow: ``--model NAME_OR_PATH``, else the bundled default if
 there is one (skipped with a note otherwise). Prints the results table and the wall time.
@@ -53,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sidd-val", help="also score on SIDD validation blocks (.mat or PNG folder)")
     p.add_argument("--device", help="cpu (default here) or cuda")
     p.add_argument("--threads", type=int, help="torch CPU threads (on a busy machine 1 is much faster)")
+    p.add_argument("--seeds", help="repeat per seed (e.g. 0,1,2): mean +- std and paired intervals")
+    p.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="RUN",
+        help="only aggregate finished --seeds runs (same seeds and preset, other sources) into --out",
+    )
     p.add_argument("--resume", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -66,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    if args.combine:
+        from naflow_aug import bench_seeds
+
+        summary = bench_seeds.combine_runs(args.combine, args.out)
+        print(bench_seeds.seeds_markdown(summary), end="")
+        return 0
     if not Path(args.data).is_dir():
         print(f"no data at {args.data} (set --data or NAFLOW_AUG_SHARED)", file=sys.stderr)
         return 2
@@ -76,21 +93,33 @@ def main(argv: list[str] | None = None) -> int:
         if not has_model:
             print("note: no NAFlow model given and none bundled: skipping the model sources", MODEL_SOURCES)
     t0 = time.perf_counter()
-    results = bench.bench_from_paths(
-        args.out,
-        clean=args.data,
-        noise=sources,
-        split=args.split,
-        denoisers=["identity"],  # the noisy input: the reference row
-        sidd_val=args.sidd_val,
-        preset=args.preset,
-        model=args.model,
-        resume=args.resume,
-        device=args.device or "cpu",
-        progress=not args.no_progress,
-        epochs=args.epochs,
-        steps_per_epoch=args.steps,
-    )
+
+    def run_one(out, seed):
+        return bench.bench_from_paths(
+            out,
+            clean=args.data,
+            noise=sources,
+            split=args.split,
+            denoisers=["identity"],  # the noisy input: the reference row
+            sidd_val=args.sidd_val,
+            preset=args.preset,
+            model=args.model,
+            resume=args.resume,
+            device=args.device or "cpu",
+            progress=not args.no_progress,
+            epochs=args.epochs,
+            steps_per_epoch=args.steps,
+            seed=seed,
+        )
+
+    if args.seeds:
+        from naflow_aug import bench_seeds
+
+        summary = bench_seeds.run_seeds(args.out, bench_seeds.parse_seeds(args.seeds), run_one)
+        print(bench_seeds.seeds_markdown(summary), end="")
+        print(f"\nwall {time.perf_counter() - t0:.0f} s this call; run directory {args.out}")
+        return 0
+    results = run_one(args.out, None)
     elapsed = time.perf_counter() - t0
     rows = results["rows"]
     print(bench.results_markdown(rows), end="")

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "BASELINE_KINDS",
     "aggregate_seeds",
+    "combine_runs",
     "is_baseline",
     "paired_bootstrap",
     "parse_seeds",
@@ -218,8 +219,10 @@ def seeds_markdown(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_seed_curves(out: Path, seed_dirs: Mapping[int, Path], sources: Sequence[str]) -> Path:
-    """Validation PSNR per epoch: the mean over seeds per source, the seeds' range shaded."""
+def plot_seed_curves(out: Path, runs: Mapping[str, Mapping[int, Path]]) -> Path:
+    """Validation PSNR per epoch: the mean over seeds per source, the seeds' range shaded.
+
+    ``runs``: source -> seed -> the seed's benchmark run directory holding that source."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -228,8 +231,10 @@ def plot_seed_curves(out: Path, seed_dirs: Mapping[int, Path], sources: Sequence
     from naflow_aug.bench import slug
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for name in sources:
+    n_seeds = 0
+    for name, seed_dirs in runs.items():
         curves = []
+        n_seeds = max(n_seeds, len(seed_dirs))
         for d in seed_dirs.values():
             records = RunDir(d / "sources" / slug(name)).read_log()
             curves.append({r["epoch"]: r["val_psnr"] for r in records if r.get("val_psnr") is not None})
@@ -242,7 +247,7 @@ def plot_seed_curves(out: Path, seed_dirs: Mapping[int, Path], sources: Sequence
             ax.fill_between(epochs, v.min(0), v.max(0), color=line.get_color(), alpha=0.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation PSNR (dB)")
-    ax.set_title(f"mean over {len(seed_dirs)} seeds (shaded: range)", fontsize=9)
+    ax.set_title(f"mean over {n_seeds} seeds (shaded: range)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -272,12 +277,59 @@ def run_seeds(
         per_seed[s] = run_one(dirs[s], s)
     if not all(r.get("rows") for r in per_seed.values()):
         return {}  # not rank 0 of a distributed run
+    runs = {r["source"]: dict(dirs) for r in per_seed[seeds[0]]["rows"]}
+    return _write_summary(root, per_seed, runs)
+
+
+def _write_summary(
+    root: RunDir, per_seed: Mapping[int, Mapping[str, Any]], runs: Mapping[str, Mapping[int, Path]]
+) -> dict[str, Any]:
     summary = aggregate_seeds(per_seed)
-    summary["runs"] = {str(s): str(d) for s, d in dirs.items()}
+    summary["runs"] = {name: {str(s): str(d) for s, d in by_seed.items()} for name, by_seed in runs.items()}
     atomic_write_text(root.path / "results.md", seeds_markdown(summary))
     try:
-        summary["curves"] = str(plot_seed_curves(root.path, dirs, [r["source"] for r in summary["rows"]]))
+        summary["curves"] = str(plot_seed_curves(root.path, runs))
     except ImportError as err:  # matplotlib is optional at run time
         log.warning("no curves plot: %s", err)
     root.write_results(json.loads(json.dumps(summary, default=str)))
     return summary
+
+
+def combine_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict[str, Any]:
+    """Aggregate finished ``--seeds`` runs that trained other sources with the same seeds and preset.
+
+    Each source's denoiser depends only on the preset, the seed and the source, so rows of separate runs
+    (e.g. one process per core) form one table. A source present in several runs is taken from the first.
+    """
+    if not runs:
+        raise ValueError("combine_runs needs at least one run directory")
+    loaded = []
+    for r in runs:
+        path = Path(r) / "results.json"
+        if not path.is_file():
+            raise ValueError(f"{r} holds no finished --seeds run (no results.json)")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if "seeds" not in data:
+            raise ValueError(f"{r} is not a --seeds run (its results.json has no 'seeds')")
+        loaded.append((Path(r), data))
+    seeds = loaded[0][1]["seeds"]
+    presets: dict[int, set[str]] = {s: set() for s in seeds}
+    for r, data in loaded:
+        if data["seeds"] != seeds:
+            raise ValueError(f"{r} has seeds {data['seeds']}, {loaded[0][0]} has {seeds}")
+        for s in seeds:
+            cfg = (r / f"seed-{s}" / "config.toml").read_text(encoding="utf-8")
+            presets[s].add(cfg[cfg.find("[preset]") :].split("\n[", 1)[0])
+    if any(len(p) != 1 for p in presets.values()):
+        raise ValueError(f"runs {[str(r) for r, _ in loaded]} were made with different presets")
+    per_seed: dict[int, dict[str, Any]] = {s: {"rows": []} for s in seeds}
+    where: dict[str, dict[int, Path]] = {}
+    for r, _ in loaded:
+        for s in seeds:
+            one = json.loads((r / f"seed-{s}" / "results.json").read_text(encoding="utf-8"))
+            for row in one["rows"]:
+                if row["source"] in where and s in where[row["source"]]:
+                    continue
+                per_seed[s]["rows"].append(row)
+                where.setdefault(row["source"], {})[s] = r / f"seed-{s}"
+    return _write_summary(RunDir(out), per_seed, where)

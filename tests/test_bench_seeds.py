@@ -96,3 +96,29 @@ def test_cli_bench_seeds_on_a_sidd_folder(tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "results.json").read_text())["rows"] == res["rows"]
     assert main([*argv[:-2], "--seeds", "0,0"]) == 2
     assert "distinct" in capsys.readouterr().err
+
+
+def test_combine_runs_of_other_sources(tmp_path, capsys):
+    from naflow_aug.cli import main
+
+    _write_sidd_folder(tmp_path / "sidd")
+    (tmp_path / "split.toml").write_text('name = "t"\ntrain = ["0001", "0002"]\nval = ["0003", "0004"]\n')
+    fields = {k: v for k, v in TINY.__dict__.items() if k != "lr_milestones"}
+    lines = [f"{k} = {json.dumps(v)}" for k, v in fields.items()]
+    (tmp_path / "tiny.toml").write_text("\n".join(lines).replace("True", "true") + "\n")
+    base = ["bench", "--clean", str(tmp_path / "sidd"), "--split", str(tmp_path / "split.toml"),
+            "--preset", str(tmp_path / "tiny.toml"), "--steps", "2", "--no-progress",
+            "--seeds", "0,1"]  # fmt: skip
+    assert main([*base, "--noise", "real", "--noise", "gaussian:12", "--out", str(tmp_path / "both")]) == 0
+    assert main([*base, "--noise", "real", "--out", str(tmp_path / "a")]) == 0
+    assert main([*base, "--noise", "gaussian:12", "--out", str(tmp_path / "b")]) == 0
+    merged = bench_seeds.combine_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "ab")
+    together = json.loads((tmp_path / "both" / "results.json").read_text())
+    # separate runs of the sources give the same table as one run of both
+    assert [r["source"] for r in merged["rows"]] == ["real", "gaussian:12"]
+    for m, t in zip(merged["rows"], together["rows"], strict=True):
+        assert m["psnr_per_seed"] == {int(k): v for k, v in t["psnr_per_seed"].items()}
+    assert merged["paired"]["real"]["mean"] == pytest.approx(together["paired"]["real"]["mean"])
+    assert (tmp_path / "ab" / "results.md").is_file()
+    with pytest.raises(ValueError, match="no finished"):
+        bench_seeds.combine_runs([tmp_path / "a", tmp_path / "nope"], tmp_path / "x")
