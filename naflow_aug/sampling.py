@@ -37,6 +37,7 @@ import torch
 
 from naflow_aug import tiling
 from naflow_aug.baselines import Baselines, sample_gaussian, sample_poisson_gaussian
+from naflow_aug.flow.noise_level import LEVELS, check_level, match_noise_level, noise_std
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ NOISE_SOURCE_FORMS = (
     "random",
     "config:<NAME> (e.g. config:S6_03200)",
     "weights:<file.json | w1,w2,... | NAME=w,NAME=w,...>",
-    "nas",
+    "nas[:reference|model]",
     "profile:<path.json>",
     "gaussian:<sigma in 0-255 units>",
     "gaussian-per-config[:<baselines.json>]",
@@ -54,9 +55,9 @@ NOISE_SOURCE_FORMS = (
     "albumentations-iso",
 )
 MODEL_KINDS = ("random", "config", "weights", "nas", "profile")
-_NO_ARG = ("random", "nas", "real", "albumentations-gauss", "albumentations-iso")
+_NO_ARG = ("random", "real", "albumentations-gauss", "albumentations-iso")
 _NEEDS_ARG = ("config", "weights", "profile", "gaussian")
-_OPTIONAL_ARG = ("gaussian-per-config", "poisson-gaussian")
+_OPTIONAL_ARG = ("gaussian-per-config", "poisson-gaussian", "nas")
 _SEED_HIGH = 2**63 - 1
 
 
@@ -79,6 +80,11 @@ def parse_noise_spec(spec: str) -> tuple[str, str | None]:
             raise ValueError(f"noise source {spec!r}: {kind!r} needs an argument after ':'; {_valid_forms()}")
         return kind, arg.strip()
     if kind in _OPTIONAL_ARG:
+        if kind == "nas" and arg.strip() not in ("", *LEVELS):
+            raise ValueError(
+                f"noise source {spec!r}: nas takes the noise level, one of {LEVELS} (default reference); "
+                f"{_valid_forms()}"
+            )
         return kind, (arg.strip() or None)
     raise ValueError(f"unknown noise source {spec!r}; {_valid_forms()}")
 
@@ -150,6 +156,8 @@ class NoiseParams:
     weights: torch.Tensor | None = None
     classes: tuple[str, ...] | None = None
     configs: tuple[str, ...] | None = None
+    #: (B, 3) per-channel noise std the output was scaled to (``nas`` with level ``reference``), or None
+    noise_std: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.seeds.shape[0])
@@ -167,6 +175,7 @@ class NoiseParams:
             weights=None if self.weights is None else self.weights[idx],
             classes=self.classes,
             configs=None if self.configs is None else tuple(self.configs[i] for i in idx),
+            noise_std=None if self.noise_std is None else self.noise_std[idx],
         )
 
     @staticmethod
@@ -182,6 +191,7 @@ class NoiseParams:
             weights=None if first.weights is None else torch.cat([p.weights for p in parts]),
             classes=first.classes,
             configs=None if first.configs is None else tuple(c for p in parts for c in p.configs),
+            noise_std=None if first.noise_std is None else torch.cat([p.noise_std for p in parts]),
         )
 
     def to_dict(self) -> dict:
@@ -192,6 +202,7 @@ class NoiseParams:
             "weights": None if self.weights is None else self.weights.tolist(),
             "classes": None if self.classes is None else list(self.classes),
             "configs": None if self.configs is None else list(self.configs),
+            "noise_std": None if self.noise_std is None else self.noise_std.tolist(),
         }
 
     @classmethod
@@ -204,6 +215,9 @@ class NoiseParams:
             else torch.tensor(data["weights"], dtype=torch.float32),
             classes=None if data.get("classes") is None else tuple(data["classes"]),
             configs=None if data.get("configs") is None else tuple(data["configs"]),
+            noise_std=None
+            if data.get("noise_std") is None
+            else torch.tensor(data["noise_std"], dtype=torch.float32),
         )
 
 
@@ -339,6 +353,7 @@ class ModelSource(NoiseSource):
         top_k: int | None = None,
         tile_size: int | None = tiling.DEFAULT_TILE_SIZE,
         overlap: int = tiling.DEFAULT_OVERLAP,
+        noise_level: str = "reference",
     ) -> None:
         super().__init__(spec)
         if kind not in MODEL_KINDS:
@@ -355,6 +370,8 @@ class ModelSource(NoiseSource):
         self.top_k = top_k
         self.tile_size = tile_size
         self.overlap = overlap
+        # NAS only: scale the sample's noise to the reference's level (naflow_aug.flow.noise_level)
+        self.noise_level = check_level(noise_level)
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -382,9 +399,13 @@ class ModelSource(NoiseSource):
             weights = self.nas_weights(clean, reference)
         else:
             weights = self.fixed_weights.expand(len(seeds), k).clone()
+        level = None
+        if self.kind == "nas" and self.noise_level == "reference":
+            level = noise_std(reference, clean).cpu()
         return NoiseParams(
-            source=self.spec, seeds=seeds, weights=weights, classes=self.classes, configs=configs
-        )
+            source=self.spec, seeds=seeds, weights=weights, classes=self.classes, configs=configs,
+            noise_std=level,
+        )  # fmt: skip
 
     def nas_weights(self, clean: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """(B, K) NAS posterior of each (clean, reference) pair, computed once per image (tiled if large)."""
@@ -426,6 +447,8 @@ class ModelSource(NoiseSource):
             z = mean[:, :, None, None] + std[:, :, None, None] * eps
         noisy = tiling.decode_tiled(self._flow(), z, clean_p, tile_size=self.tile_size, overlap=self.overlap)
         noisy = tiling.crop_to(noisy, size).clamp_(0.0, 1.0)
+        if params.noise_std is not None:
+            noisy = match_noise_level(noisy, tiling.crop_to(clean_p, size), params.noise_std.to(device))
         return noisy.to(clean.device, clean.dtype)
 
 
@@ -625,6 +648,8 @@ def make_noise_source(
     if kind in MODEL_KINDS:
         net = resolve_model(model, device)
         common = dict(temperature=temperature, top_k=top_k, tile_size=tile_size, overlap=overlap)
+        if kind == "nas":
+            common["noise_level"] = arg or "reference"
         classes = list(net.classes)
         weights = None
         if kind == "config":

@@ -119,6 +119,37 @@ def test_nas_recovers_reference_configuration(tiny_model) -> None:
         source(clean)
 
 
+def test_nas_noise_level_spellings(tiny_model, shared_dir) -> None:
+    from naflow_aug.checkpoints import model_from_checkpoint
+    from naflow_aug.flow.noise_level import match_noise_level, noise_std
+    from naflow_aug.sampling import NoiseParams
+
+    # trained (fixture) weights, so that the noise is weak enough not to clip
+    data = torch.load(shared_dir / "fixtures" / "official_naflow_nas.pt", weights_only=True)
+    net = model_from_checkpoint(data["checkpoint"], "official_naflow_nas.pt").freeze()
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(2, 3, 32, 32, generator=g) * 0.5 + 0.25
+    reference = (clean + 0.03 * torch.randn(clean.shape, generator=g)).clamp(0, 1)
+    matched = make_noise_source("nas", net)
+    assert matched.noise_level == make_noise_source("nas:reference", net).noise_level == "reference"
+    official = make_noise_source("nas:model", net)
+    noisy, params = matched(clean, reference=reference, seeds=[4, 5])
+    raw, raw_params = official(clean, reference=reference, seeds=[4, 5])
+    assert raw_params.noise_std is None and torch.equal(raw_params.weights, params.weights)
+    # each channel's noise std is the reference's; the pattern is the model's
+    torch.testing.assert_close(params.noise_std, noise_std(reference, clean))
+    torch.testing.assert_close(noise_std(noisy, clean), noise_std(reference, clean), rtol=2e-2, atol=0)
+    torch.testing.assert_close(noisy, match_noise_level(raw, clean, params.noise_std), rtol=0, atol=1e-6)
+    # the model source equals model.sample with the same seeds; replay and JSON round trip
+    torch.testing.assert_close(noisy, net.sample(clean, reference=reference, seeds=[4, 5]), rtol=0, atol=1e-5)
+    again = NoiseParams.from_dict(params.to_dict())
+    assert torch.equal(matched.replay(clean, again), noisy)
+    assert torch.equal(matched.replay(clean[1:], params.select([1])), noisy[1:])
+    assert torch.equal(NoiseParams.cat([params.select([0]), params.select([1])]).noise_std, params.noise_std)
+    with pytest.raises(ValueError, match="noise level"):
+        make_noise_source("nas:loud", net)
+
+
 def test_real_returns_reference(tiny_model) -> None:
     clean = _clean()
     reference = (clean + 0.1).clamp(0, 1)

@@ -14,6 +14,8 @@ from .coupling import FlowStep
 from .encoder import ConditionEncoder
 from .latent import MIX_MODES, ClassGaussians
 from .layers import Squeeze
+from .noise_level import check_level, match_noise_level
+from .noise_level import noise_std as noise_std_of
 
 SIDD_CLASSES: tuple[str, ...] = (
     "G4_00100", "G4_00200", "G4_00400", "G4_00800",
@@ -73,10 +75,12 @@ class NAFlowConfig:
 
 @dataclass(frozen=True)
 class SampleParams:
-    """What a sample was drawn from: mixture weights (B, K) and one int64 seed per item (B,)."""
+    """What a sample was drawn from: mixture weights (B, K), one int64 seed per item (B,) and the
+    per-channel noise std (B, 3) the output was scaled to, or None."""
 
     weights: Tensor
     seeds: Tensor = field(repr=False)
+    noise_std: Tensor | None = None
 
 
 class NAFlow(nn.Module):
@@ -355,6 +359,8 @@ class NAFlow(nn.Module):
         temperature: float = 1.0,
         top_k: int | None = None,
         mix_mode: str = "std",
+        noise_level: str = "reference",
+        noise_std: Tensor | None = None,
         features: list[Tensor] | None = None,
         return_params: bool = False,
     ) -> Tensor | tuple[Tensor, SampleParams]:
@@ -366,8 +372,44 @@ class NAFlow(nn.Module):
         from `generator` (torch's default one if None) unless `seeds` are given; each item's randomness
         (random class, then eps) comes from torch.Generator("cpu").manual_seed(seed), so a batch equals
         its items one at a time and `seeds` replay a sample. With p the returned SampleParams,
-        ``sample(clean, weights=p.weights, seeds=p.seeds)`` reproduces a sample, whatever its source.
+        ``sample(clean, weights=p.weights, seeds=p.seeds, noise_std=p.noise_std)`` reproduces a sample,
+        whatever its source.
+
+        Noise level (:mod:`naflow_aug.flow.noise_level`): with a ``reference`` and
+        ``noise_level="reference"`` (the default) each channel's noise is scaled to the reference's std;
+        ``noise_level="model"`` keeps the mixture's own level (the official NAS). ``noise_std`` (B, 3) or
+        (3,), in [0, 1] units, sets the level explicitly for any source.
         """
+        check_level(noise_level)
+        noisy, params = self._sample(
+            clean, reference=reference, config=config, weights=weights, generator=generator, seeds=seeds,
+            temperature=temperature, top_k=top_k, mix_mode=mix_mode, features=features,
+        )  # fmt: skip
+        if noise_std is None and reference is not None and noise_level == "reference":
+            noise_std = noise_std_of(reference, clean)  # reference was checked by _sample
+        if noise_std is not None:
+            noise_std = torch.as_tensor(noise_std, dtype=torch.float32, device=clean.device)
+            noise_std = noise_std.expand(clean.shape[0], -1) if noise_std.dim() == 1 else noise_std
+            noisy = match_noise_level(noisy, clean, noise_std)
+        if return_params:
+            return noisy, SampleParams(weights=params.weights, seeds=params.seeds, noise_std=noise_std)
+        return noisy
+
+    def _sample(
+        self,
+        clean: Tensor,
+        *,
+        reference: Tensor | None,
+        config: str | Sequence[str] | None,
+        weights: Tensor | None,
+        generator: torch.Generator | None,
+        seeds: Tensor | Sequence[int] | None,
+        temperature: float,
+        top_k: int | None,
+        mix_mode: str,
+        features: list[Tensor] | None,
+    ) -> tuple[Tensor, SampleParams]:
+        """The mixture's sample at its own level, through the fast path where it applies."""
         if (
             self.fast_sampling
             and features is None
@@ -378,16 +420,14 @@ class NAFlow(nn.Module):
 
             return fast_sampler(self).sample(
                 clean, reference=reference, config=config, weights=weights, generator=generator, seeds=seeds,
-                temperature=temperature, top_k=top_k, mix_mode=mix_mode, return_params=return_params,
+                temperature=temperature, top_k=top_k, mix_mode=mix_mode, return_params=True,
             )  # fmt: skip
         seeds, picks, eps = self._sample_noise(clean, reference, config, weights, generator, seeds, mix_mode)
         feats = self._features(clean, features)
         reference_z = None if reference is None else self.encode(reference, clean, feats)[0]
         w, z = self._sample_latent(reference_z, config, weights, picks, eps, temperature, top_k, mix_mode)
         noisy = self.decode(z, clean, feats).clamp_(0.0, 1.0)
-        if return_params:
-            return noisy, SampleParams(weights=w, seeds=seeds)
-        return noisy
+        return noisy, SampleParams(weights=w, seeds=seeds)
 
 
 def draw_item_noise(seeds: Tensor, num_classes: int, size: tuple[int, int, int]) -> tuple[list[int], Tensor]:

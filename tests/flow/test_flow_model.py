@@ -9,6 +9,7 @@ import torch
 
 from naflow_aug import NAFlow, NAFlowConfig, SampleParams
 from naflow_aug.flow import ActNorm
+from naflow_aug.flow.noise_level import match_noise_level, noise_std
 
 CLASSES = ("A_00100", "B_00200", "C_00400")
 TINY = NAFlowConfig(classes=CLASSES, levels=2, transition_steps=1, conditional_steps=1,
@@ -137,7 +138,16 @@ def test_seed_replay_and_generator_determinism() -> None:
     assert torch.equal(model.sample(clean, weights=pa.weights, seeds=pa.seeds), a)
     noisy = model.sample(clean, config="A_00100")
     n1, p1 = model.sample(clean, reference=noisy, return_params=True)
-    assert torch.equal(model.sample(clean, weights=p1.weights, seeds=p1.seeds), n1)
+    assert torch.equal(model.sample(clean, weights=p1.weights, seeds=p1.seeds, noise_std=p1.noise_std), n1)
+    # NAS (noise_level="reference", the default) is the mixture's sample (noise_level="model", the
+    # official NAS) with each channel's noise scaled to the reference's std
+    torch.testing.assert_close(p1.noise_std, noise_std(noisy, clean))
+    n2, p2 = model.sample(clean, reference=noisy, seeds=p1.seeds, noise_level="model", return_params=True)
+    assert p2.noise_std is None and torch.equal(p2.weights, p1.weights)
+    assert torch.equal(match_noise_level(n2, clean, p1.noise_std), n1)
+    assert torch.equal(model.sample(clean, weights=p2.weights, seeds=p2.seeds), n2)
+    with pytest.raises(ValueError, match="noise_level must be one of"):
+        model.sample(clean, reference=noisy, noise_level="bogus")
 
 
 def test_posterior_recovers_the_class_of_a_decoded_latent() -> None:
