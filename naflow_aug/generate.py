@@ -41,6 +41,7 @@ import naflow_aug
 from naflow_aug.data import hdf5
 from naflow_aug.data.images import image_size, read_image
 from naflow_aug.data.sidd import looks_like_sidd_medium
+from naflow_aug.noise_inputs import record_inputs, require_unchanged
 from naflow_aug.runs import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -730,9 +731,11 @@ def generate(
             )
         _check_writable(out.parent, out)
 
+        inputs: dict[str, Any] = {}  # a given noise_fn: its maker vouches for it (and passes model_sha)
         if noise_fn is None:
             noise_fn, sha = load_noise(config.model, config.noise, _resolve_device(config.device, world))
             model_sha = sha if model_sha is None else model_sha
+            inputs = record_inputs(config.noise, config.model, sha)
         plan = make_plan(config)
         if noise_fn.needs_reference and any(rec.noisy is None for rec in plan.images):
             raise ValueError(
@@ -746,6 +749,7 @@ def generate(
             "work_digest": plan.digest(),
             "classes": list(noise_fn.classes),
             "model_sha256": model_sha or "",
+            "inputs": inputs,
             "library_version": naflow_aug.__version__,
         }
         if rank == 0:
@@ -790,6 +794,7 @@ def generate(
                 "library_version": naflow_aug.__version__,
                 "model": config.model,
                 "model_sha256": model_sha or "",
+                "inputs": json.dumps(inputs),
                 "classes": list(noise_fn.classes),
                 "seed": config.seed,
                 "crop": config.crop,
@@ -823,6 +828,7 @@ def _same_content(recorded: Any, config: GenerateConfig) -> bool:
 
 
 def _compare_plans(old: dict[str, Any], new: dict[str, Any], parts: Path) -> None:
+    require_unchanged(old.get("inputs"), new["inputs"], parts)  # first: it names the changed file
     keys = ["config", "num_samples", "num_parts", "work_digest", "classes", "model_sha256"]
     differ = [k for k in keys if old.get(k) != new.get(k)]
     if differ:

@@ -305,10 +305,10 @@ def is_complete(path: str | os.PathLike) -> bool:
 
 
 def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
-    """File attributes as Python values (JSON attributes ``config`` and ``command`` decoded)."""
+    """File attributes as Python values (JSON attributes ``config``, ``command`` and ``inputs`` decoded)."""
     with h5py.File(path, "r") as f:
         attrs = {k: _plain(v) for k, v in f.attrs.items()}
-    for key in ("config", "command"):
+    for key in ("config", "command", "inputs"):
         if isinstance(attrs.get(key), str):
             attrs[key] = json.loads(attrs[key])
     return attrs
