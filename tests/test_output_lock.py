@@ -15,7 +15,8 @@ def test_second_holder_is_refused_and_named(tmp_path) -> None:
     with output_lock(out, "generate") as path:
         assert path == lock_path(out) == tmp_path / ".o.h5.lock" and path.is_file()
         # flock locks belong to an open file: a second open in this process is refused like another process
-        with pytest.raises(OutputInUseError, match=rf"in use by another generate: PID {os.getpid()}, started"):
+        busy = rf"in use by another generate: PID {os.getpid()}, started"
+        with pytest.raises(OutputInUseError, match=busy):
             with output_lock(out, "generate"):
                 pass
         with pytest.raises(ValueError, match=re.escape(str(path))):
