@@ -18,6 +18,7 @@ from naflow_aug.transforms._workers import WorkerSeeding, mix_seeds
 
 log = logging.getLogger(__name__)
 _SEED_HIGH = 2**63 - 1
+_UNSEEDED = 2**64 - 1  # stands for "no seed" in the per-worker mix
 
 
 class NAFlowNoiseAlb(A.ImageOnlyTransform):
@@ -112,11 +113,12 @@ class NAFlowNoiseAlb(A.ImageOnlyTransform):
         return state
 
     def _enter_worker(self) -> None:
-        """In a new DataLoader worker: re-seed a seeded pipeline's random state from its seed and the
-        worker's torch seed (else every worker, and every epoch's fresh workers, would repeat the draws)."""
+        """In a new DataLoader worker: re-seed the transform's albumentations random state (its ``p`` draws;
+        its noise seeds when the pipeline is seeded) from its seed and the worker's torch seed, else every
+        worker, and every epoch's fresh workers, would repeat the same draws."""
         worker_seed = self._worker.enter()
-        if worker_seed is not None and self.seed is not None:
-            mixed = mix_seeds(self.seed, worker_seed)
+        if worker_seed is not None:
+            mixed = mix_seeds(_UNSEEDED if self.seed is None else self.seed, worker_seed)
             self.random_generator = np.random.default_rng(mixed)
             self.py_random = random.Random(mixed)
 
