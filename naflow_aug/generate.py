@@ -701,139 +701,127 @@ def generate(
     ``command`` (the CLI's argument list) is recorded in the file. Under torchrun every rank calls this."""
     t0 = time.perf_counter()
     out = Path(config.out)
+    parts = hdf5.parts_dir(out)
     rank, world, created = _dist_setup()
+    held = contextlib.ExitStack()
     try:
         _check_writable(out.parent, out)
-        # rank 0 holds the output for the job's life: a second job on it (even --overwrite) is refused
-        with output_lock(out, "generate") if rank == 0 else contextlib.nullcontext():
-            return _generate(config, rank, world, t0, noise_fn, model_sha, command)
+        if rank == 0:  # the output is this job's for its life: a second job on it is refused
+            held.enter_context(output_lock(out, "generate"))
+        if out.exists():
+            if not out.is_file():
+                raise ValueError(f"output {out} exists and is not a file")
+            if config.resume and hdf5.is_complete(out):
+                done = hdf5.read_attrs(out)
+                if _same_content(done.get("config"), config):
+                    if rank == 0 and done.get("join") == "copy" and parts.exists():
+                        shutil.rmtree(parts, ignore_errors=True)  # killed between the join and the clean-up
+                    log.info("%s is already complete; nothing to do", out)
+                    n = int(done.get("num_samples", 0))
+                    return GenerateResult(out, n, 0, 0, 0, time.perf_counter() - t0, already_complete=True)
+                if not (parts / "plan.json").is_file():
+                    raise ValueError(
+                        f"output {out} is complete but was made with other settings; use the same arguments "
+                        "to check it, or --overwrite to replace it"
+                    )
+                # else: an interrupted --overwrite run; its plan (compared below) decides
+            elif not config.overwrite:
+                raise ValueError(
+                    f"output {out} already exists; pass --overwrite to replace it"
+                    + ("" if config.resume else " or --resume to finish it")
+                )
+        if parts.exists() and not (config.resume or config.overwrite):
+            raise ValueError(
+                f"a partial generation of {out} exists in {parts}; pass --resume to finish it "
+                "or --overwrite to start again"
+            )
+
+        inputs: dict[str, Any] = {}  # a given noise_fn: its maker vouches for it (and passes model_sha)
+        if noise_fn is None:
+            noise_fn, sha = load_noise(config.model, config.noise, _resolve_device(config.device, world))
+            model_sha = sha if model_sha is None else model_sha
+            inputs = record_inputs(config.noise, config.model, sha)
+        plan = make_plan(config)
+        if noise_fn.needs_reference and any(rec.noisy is None for rec in plan.images):
+            raise ValueError(
+                f"noise {config.noise!r} needs each crop's real noisy counterpart, but {config.source} is a "
+                "clean-only source; use random, config:<name> or profile:<file>"
+            )
+        plan_doc = {
+            "config": config.content(),
+            "num_samples": plan.num_samples,
+            "num_parts": plan.num_parts,
+            "work_digest": plan.digest(),
+            "classes": list(noise_fn.classes),
+            "model_sha256": model_sha or "",
+            "inputs": inputs,
+            "library_version": naflow_aug.__version__,
+        }
+        if rank == 0:
+            if hdf5.remove_stale_join_temporaries(out):
+                log.info("removed the temporary output of an interrupted join")
+            if config.overwrite and parts.exists():
+                shutil.rmtree(parts)
+            parts.mkdir(parents=True, exist_ok=True)
+            plan_file = parts / "plan.json"
+            if plan_file.is_file():
+                _compare_plans(json.loads(plan_file.read_text(encoding="utf-8")), plan_doc, parts)
+            else:
+                atomic_write_json(plan_file, plan_doc)
+        _barrier(world)
+        if rank != 0:
+            _compare_plans(json.loads((parts / "plan.json").read_text(encoding="utf-8")), plan_doc, parts)
+
+        mine = [p for p in range(plan.num_parts) if p % world == rank]
+        todo = [p for p in mine if hdf5.read_part_info(hdf5.part_path(parts, p)) is None]
+        hdf5.remove_stale_temporaries(parts, todo)
+        for p in todo:  # a part file that exists but does not read as complete is redone, kept aside
+            bad = hdf5.part_path(parts, p)
+            if bad.exists():
+                log.warning("part %s is unreadable; moving it aside and making it again", bad)
+                os.replace(bad, bad.with_suffix(".h5.bad"))
+        log.info(
+            "rank %d/%d: %d samples in %d parts; %d of my %d parts to make",
+            rank,
+            world,
+            plan.num_samples,
+            plan.num_parts,
+            len(todo),
+            len(mine),
+        )
+        desc = "generate" if world == 1 else f"generate [rank {rank}]"
+        made = _run_parts(plan, todo, noise_fn, parts, config, desc) if todo else 0
+        _barrier(world)
+
+        if rank == 0:
+            attrs = {
+                "layout_version": hdf5.LAYOUT_VERSION,
+                "library_version": naflow_aug.__version__,
+                "model": config.model,
+                "model_sha256": model_sha or "",
+                "inputs": json.dumps(inputs),
+                "classes": list(noise_fn.classes),
+                "seed": config.seed,
+                "crop": config.crop,
+                "noise": noise_fn.mode,
+                "source_root": str(plan.root),
+                "config": json.dumps(dataclasses.asdict(config)),
+                "command": json.dumps(list(command) if command is not None else None),
+            }
+            files = [hdf5.part_path(parts, p) for p in range(plan.num_parts)]
+            hdf5.join_parts(out, files, attrs, mode=config.join)
+            if config.join == "copy":
+                shutil.rmtree(parts, ignore_errors=True)
+            log.info("wrote %s: %d samples", out, plan.num_samples)
+        _barrier(world)
+        seconds = time.perf_counter() - t0
+        return GenerateResult(out, plan.num_samples, plan.num_parts, len(todo), made, seconds)
     finally:
+        held.close()
         if created:
             import torch.distributed as dist
 
             dist.destroy_process_group()
-
-
-def _generate(
-    config: GenerateConfig,
-    rank: int,
-    world: int,
-    t0: float,
-    noise_fn: NoiseFunction | None,
-    model_sha: str | None,
-    command: Sequence[str] | None,
-) -> GenerateResult:
-    """:func:`generate` once the output is this job's (rank 0 holds its lock)."""
-    out = Path(config.out)
-    parts = hdf5.parts_dir(out)
-    if out.exists():
-        if not out.is_file():
-            raise ValueError(f"output {out} exists and is not a file")
-        if config.resume and hdf5.is_complete(out):
-            done = hdf5.read_attrs(out)
-            if _same_content(done.get("config"), config):
-                if rank == 0 and done.get("join") == "copy" and parts.exists():
-                    shutil.rmtree(parts, ignore_errors=True)  # killed between the join and the clean-up
-                log.info("%s is already complete; nothing to do", out)
-                n = int(done.get("num_samples", 0))
-                return GenerateResult(out, n, 0, 0, 0, time.perf_counter() - t0, already_complete=True)
-            if not (parts / "plan.json").is_file():
-                raise ValueError(
-                    f"output {out} is complete but was made with other settings; use the same arguments "
-                    "to check it, or --overwrite to replace it"
-                )
-            # else: an interrupted --overwrite run; its plan (compared below) decides
-        elif not config.overwrite:
-            raise ValueError(
-                f"output {out} already exists; pass --overwrite to replace it"
-                + ("" if config.resume else " or --resume to finish it")
-            )
-    if parts.exists() and not (config.resume or config.overwrite):
-        raise ValueError(
-            f"a partial generation of {out} exists in {parts}; pass --resume to finish it "
-            "or --overwrite to start again"
-        )
-
-    inputs: dict[str, Any] = {}  # a given noise_fn: its maker vouches for it (and passes model_sha)
-    if noise_fn is None:
-        noise_fn, sha = load_noise(config.model, config.noise, _resolve_device(config.device, world))
-        model_sha = sha if model_sha is None else model_sha
-        inputs = record_inputs(config.noise, config.model, sha)
-    plan = make_plan(config)
-    if noise_fn.needs_reference and any(rec.noisy is None for rec in plan.images):
-        raise ValueError(
-            f"noise {config.noise!r} needs each crop's real noisy counterpart, but {config.source} is a "
-            "clean-only source; use random, config:<name> or profile:<file>"
-        )
-    plan_doc = {
-        "config": config.content(),
-        "num_samples": plan.num_samples,
-        "num_parts": plan.num_parts,
-        "work_digest": plan.digest(),
-        "classes": list(noise_fn.classes),
-        "model_sha256": model_sha or "",
-        "inputs": inputs,
-        "library_version": naflow_aug.__version__,
-    }
-    if rank == 0:
-        if hdf5.remove_stale_join_temporaries(out):
-            log.info("removed the temporary output of an interrupted join")
-        if config.overwrite and parts.exists():
-            shutil.rmtree(parts)
-        parts.mkdir(parents=True, exist_ok=True)
-        plan_file = parts / "plan.json"
-        if plan_file.is_file():
-            _compare_plans(json.loads(plan_file.read_text(encoding="utf-8")), plan_doc, parts)
-        else:
-            atomic_write_json(plan_file, plan_doc)
-    _barrier(world)
-    if rank != 0:
-        _compare_plans(json.loads((parts / "plan.json").read_text(encoding="utf-8")), plan_doc, parts)
-
-    mine = [p for p in range(plan.num_parts) if p % world == rank]
-    todo = [p for p in mine if hdf5.read_part_info(hdf5.part_path(parts, p)) is None]
-    hdf5.remove_stale_temporaries(parts, todo)
-    for p in todo:  # a part file that exists but does not read as complete is redone, kept aside
-        bad = hdf5.part_path(parts, p)
-        if bad.exists():
-            log.warning("part %s is unreadable; moving it aside and making it again", bad)
-            os.replace(bad, bad.with_suffix(".h5.bad"))
-    log.info(
-        "rank %d/%d: %d samples in %d parts; %d of my %d parts to make",
-        rank,
-        world,
-        plan.num_samples,
-        plan.num_parts,
-        len(todo),
-        len(mine),
-    )
-    desc = "generate" if world == 1 else f"generate [rank {rank}]"
-    made = _run_parts(plan, todo, noise_fn, parts, config, desc) if todo else 0
-    _barrier(world)
-
-    if rank == 0:
-        attrs = {
-            "layout_version": hdf5.LAYOUT_VERSION,
-            "library_version": naflow_aug.__version__,
-            "model": config.model,
-            "model_sha256": model_sha or "",
-            "inputs": json.dumps(inputs),
-            "classes": list(noise_fn.classes),
-            "seed": config.seed,
-            "crop": config.crop,
-            "noise": noise_fn.mode,
-            "source_root": str(plan.root),
-            "config": json.dumps(dataclasses.asdict(config)),
-            "command": json.dumps(list(command) if command is not None else None),
-        }
-        files = [hdf5.part_path(parts, p) for p in range(plan.num_parts)]
-        hdf5.join_parts(out, files, attrs, mode=config.join)
-        if config.join == "copy":
-            shutil.rmtree(parts, ignore_errors=True)
-        log.info("wrote %s: %d samples", out, plan.num_samples)
-    _barrier(world)
-    seconds = time.perf_counter() - t0
-    return GenerateResult(out, plan.num_samples, plan.num_parts, len(todo), made, seconds)
 
 
 def _same_content(recorded: Any, config: GenerateConfig) -> bool:
