@@ -28,11 +28,11 @@ def noise_input_files(noise: str, model: str | os.PathLike | None) -> dict[str, 
     if kind in MODEL_KINDS:
         files["model"] = resolve("sidd-mini" if model is None else model).resolve()
     if kind == "profile" and arg is not None:
-        files["profile"] = Path(arg).expanduser().resolve()
-    elif kind == "weights" and arg is not None and Path(arg).expanduser().is_file():
-        files["weights"] = Path(arg).expanduser().resolve()  # else the weights are written inline
+        files["profile"] = Path(arg).resolve()
+    elif kind == "weights" and arg is not None and Path(arg).is_file():
+        files["weights"] = Path(arg).resolve()  # else the weights are written inline
     elif kind in ("gaussian-per-config", "poisson-gaussian") and arg is not None:
-        files["baselines"] = Path(arg).expanduser().resolve()
+        files["baselines"] = Path(arg).resolve()
     return files
 
 
