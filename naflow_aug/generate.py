@@ -14,6 +14,7 @@ parts, so a part's bytes do not depend on which run or process made it. A killed
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -41,6 +42,8 @@ import naflow_aug
 from naflow_aug.data import hdf5
 from naflow_aug.data.images import image_size, read_image
 from naflow_aug.data.sidd import looks_like_sidd_medium
+from naflow_aug.noise_inputs import record_inputs, require_unchanged
+from naflow_aug.output_lock import output_lock
 from naflow_aug.runs import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -700,7 +703,11 @@ def generate(
     out = Path(config.out)
     parts = hdf5.parts_dir(out)
     rank, world, created = _dist_setup()
+    held = contextlib.ExitStack()
     try:
+        _check_writable(out.parent, out)
+        if rank == 0:  # the output is this job's for its life: a second job on it is refused
+            held.enter_context(output_lock(out, "generate"))
         if out.exists():
             if not out.is_file():
                 raise ValueError(f"output {out} exists and is not a file")
@@ -728,11 +735,12 @@ def generate(
                 f"a partial generation of {out} exists in {parts}; pass --resume to finish it "
                 "or --overwrite to start again"
             )
-        _check_writable(out.parent, out)
 
+        inputs: dict[str, Any] = {}  # a given noise_fn: its maker vouches for it (and passes model_sha)
         if noise_fn is None:
             noise_fn, sha = load_noise(config.model, config.noise, _resolve_device(config.device, world))
             model_sha = sha if model_sha is None else model_sha
+            inputs = record_inputs(config.noise, config.model, sha)
         plan = make_plan(config)
         if noise_fn.needs_reference and any(rec.noisy is None for rec in plan.images):
             raise ValueError(
@@ -746,6 +754,7 @@ def generate(
             "work_digest": plan.digest(),
             "classes": list(noise_fn.classes),
             "model_sha256": model_sha or "",
+            "inputs": inputs,
             "library_version": naflow_aug.__version__,
         }
         if rank == 0:
@@ -790,6 +799,7 @@ def generate(
                 "library_version": naflow_aug.__version__,
                 "model": config.model,
                 "model_sha256": model_sha or "",
+                "inputs": json.dumps(inputs),
                 "classes": list(noise_fn.classes),
                 "seed": config.seed,
                 "crop": config.crop,
@@ -807,6 +817,7 @@ def generate(
         seconds = time.perf_counter() - t0
         return GenerateResult(out, plan.num_samples, plan.num_parts, len(todo), made, seconds)
     finally:
+        held.close()
         if created:
             import torch.distributed as dist
 
@@ -823,6 +834,7 @@ def _same_content(recorded: Any, config: GenerateConfig) -> bool:
 
 
 def _compare_plans(old: dict[str, Any], new: dict[str, Any], parts: Path) -> None:
+    require_unchanged(old.get("inputs"), new["inputs"], parts)  # first: it names the changed file
     keys = ["config", "num_samples", "num_parts", "work_digest", "classes", "model_sha256"]
     differ = [k for k in keys if old.get(k) != new.get(k)]
     if differ:

@@ -311,6 +311,36 @@ def test_cli_bench_from_hdf5_with_sidd_mat_files(tmp_path, capsys):
 
 
 
+def test_cli_bench_refuses_a_virtual_file_without_its_parts(tmp_path, capsys):
+    """bench --train on a --join vds file copied without its parts: an error line naming the missing part
+    files, not a model trained on zeros and a normal results table."""
+    from naflow_aug.cli import main
+    from naflow_aug.data import hdf5
+
+    rng = np.random.default_rng(3)
+    clean = rng.integers(60, 200, size=(4, 20, 20, 3), dtype=np.uint8)
+    (tmp_path / "synth.h5.parts").mkdir()
+    part = hdf5.PartWriter(hdf5.part_path(tmp_path / "synth.h5.parts", 0), 0, 4, 20, 20, 1)
+    meta = {"index": np.arange(4), "seed": np.arange(4), "crop": np.tile([0, 0, 20, 20], (4, 1)),
+            "weights": np.ones((4, 1)), "source": ["a.png"] * 4, "reference": [""] * 4,
+            "noise": ["gaussian:10"] * 4, "label": [""] * 4}  # fmt: skip
+    part.write(0, clean, np.clip(clean + rng.normal(0, 15, clean.shape), 0, 255).astype(np.uint8), meta)
+    hdf5.join_parts(tmp_path / "synth.h5", [part.commit()], {"classes": ["gaussian:10"]}, mode="vds")
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "synth.h5").write_bytes((tmp_path / "synth.h5").read_bytes())
+    (tmp_path / "tiny.toml").write_text('preset = "cpu"\npatch_size = 16\nbatch_size = 4\n')
+    from naflow_aug.data.images import write_png
+
+    for kind, image in (("clean", clean[0]), ("noisy", clean[0] // 2 + 60)):  # a pair to score on
+        write_png(tmp_path / "pairs" / kind / "a.png", image)
+    argv = ["bench", "--train", str(tmp_path / "copy" / "synth.h5"), "--preset", str(tmp_path / "tiny.toml"),
+            "--pairs", str(tmp_path / "pairs"), "--epochs", "1", "--steps", "1",
+            "--out", str(tmp_path / "run"), "--no-progress"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "naflow-aug bench: error:" in err and "part files are missing" in err
+    assert str(tmp_path / "copy" / "synth.h5.parts" / "part-00000.h5") in err
+
 def test_paired_folder_scoring(tmp_path):
     from PIL import Image
 

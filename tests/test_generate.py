@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -475,3 +476,67 @@ def test_profile_noise_on_a_clean_only_folder(sim, tiny_ckpt, tmp_path):
             and f["meta/reference"].asstr()[0] == ""
         )
     assert verify(out, regenerate=3, tolerance=0).ok
+
+
+def test_resume_refuses_when_the_profile_changed(sim, tiny_ckpt, tmp_path, capsys):
+    """A partial generation with profile noise, the profile edited, --resume: a clear error naming the file
+    and both SHA-256 (else the file would hold samples of two noise models)."""
+    import naflow_aug
+    from naflow_aug.profiles import NoiseProfile
+    from naflow_aug.runs import sha256_file
+
+    classes = naflow_aug.load(tiny_ckpt).classes
+    profile = tmp_path / "p.json"
+    NoiseProfile(classes=classes, weights=[1.0] + [0.0] * (len(classes) - 1)).save(profile)
+    out = tmp_path / "prof.h5"
+    kw = dict(noise=f"profile:{profile}", source_kind="clean", samples_per_crop=1, join="vds")
+    generate(_config(out, sim, tiny_ckpt, **kw))
+    os.remove(out)  # the partial state of a killed run: plan.json and some parts
+    os.remove(hdf5.part_path(hdf5.parts_dir(out), 1))
+    before = sha256_file(profile)
+    NoiseProfile(classes=classes, weights=[0.0] * (len(classes) - 1) + [1.0]).save(profile)
+    after = sha256_file(profile)
+    with pytest.raises(ValueError, match=rf"noise profile {re.escape(str(profile))}.*{before}.*{after}"):
+        generate(_config(out, sim, tiny_ckpt, resume=True, **kw))
+    assert not out.exists()
+    args = ["generate", "--clean", str(sim), "--out", str(out), "--model", str(tiny_ckpt), "--noise",
+            kw["noise"], "--source-kind", "clean", "--crop", "16", "--samples-per-crop", "1", "--part-size",
+            "4", "--batch-size", "2", "--join", "vds", "--resume", "--no-progress"]  # fmt: skip
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert "error: cannot resume" in err and str(profile) in err and before in err and after in err
+    NoiseProfile(classes=classes, weights=[1.0] + [0.0] * (len(classes) - 1)).save(profile)  # restored
+    generate(_config(out, sim, tiny_ckpt, resume=True, **kw))
+    recorded = hdf5.read_attrs(out)["inputs"]
+    assert recorded["profile"] == {"path": str(profile.resolve()), "sha256": before}
+    assert recorded["model"]["sha256"] == sha256_file(tiny_ckpt)
+
+
+def test_a_second_run_on_the_same_output_is_refused(sim, tiny_ckpt, script, tmp_path):
+    """While one process generates `out`, a second `generate --overwrite --seed 1` on it exits with an error
+    naming the first (PID, command) and changes nothing; the first finishes a correct file."""
+    from naflow_aug.output_lock import lock_path
+
+    out = tmp_path / "busy.h5"
+    first = subprocess.Popen([sys.executable, str(script), str(out), str(sim), str(tiny_ckpt), "0", "0.3"],
+                             env=_env(), stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (hdf5.parts_dir(out) / "plan.json").is_file() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        second = subprocess.run(
+            [sys.executable, "-m", "naflow_aug.cli", "generate", "--clean", str(sim), "--out", str(out),
+             "--model", str(tiny_ckpt), "--crop", "16", "--samples-per-crop", "2", "--part-size", "4",
+             "--batch-size", "2", "--seed", "1", "--overwrite", "--no-progress"],
+            env=_env(), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        running = first.poll() is None  # else it ended early (too fast to test anything) or crashed
+    finally:
+        _, first_err = first.communicate(timeout=120)
+    assert running, f"the first run ended while the second ran: {first.returncode}, {first_err[-2000:]}"
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert f"in use by another generate: PID {first.pid}" in second.stderr
+    assert str(script) in second.stderr  # the other process's command
+    assert first.returncode == 0, first_err[-2000:]
+    assert hdf5.read_attrs(out)["seed"] == 0 and verify(out).ok
+    assert not lock_path(out).exists()

@@ -305,10 +305,10 @@ def is_complete(path: str | os.PathLike) -> bool:
 
 
 def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
-    """File attributes as Python values (JSON attributes ``config`` and ``command`` decoded)."""
+    """File attributes as Python values (JSON attributes ``config``, ``command`` and ``inputs`` decoded)."""
     with h5py.File(path, "r") as f:
         attrs = {k: _plain(v) for k, v in f.attrs.items()}
-    for key in ("config", "command"):
+    for key in ("config", "command", "inputs"):
         if isinstance(attrs.get(key), str):
             attrs[key] = json.loads(attrs[key])
     return attrs
@@ -322,6 +322,22 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def missing_virtual_sources(dataset: h5py.Dataset, path: str | os.PathLike) -> list[tuple[str, Path]]:
+    """(recorded name, resolved path) of each source file of a virtual dataset (of file ``path``) that does
+    not exist: HDF5 would read zeros (the fill value) in its place. Relative names are resolved against the
+    file's folder, as ``join_parts`` writes them. Empty for an ordinary dataset."""
+    if not dataset.is_virtual:
+        return []
+    missing, seen = [], set()
+    for vmap in dataset.virtual_sources():
+        src = Path(vmap.file_name)
+        src = src if src.is_absolute() else Path(path).parent / src
+        if vmap.file_name not in seen and not src.is_file():
+            missing.append((vmap.file_name, src))
+        seen.add(vmap.file_name)
+    return missing
 
 
 def check_structure(path: str | os.PathLike) -> tuple[dict[str, Any], list[str]]:
@@ -359,13 +375,9 @@ def check_structure(path: str | os.PathLike) -> tuple[dict[str, Any], list[str]]
         for key in META_KEYS:
             if f["meta"][key].shape[0] != n:
                 problems.append(f"meta/{key} has {f['meta'][key].shape[0]} rows, expected {n}")
-        if clean.is_virtual:
-            for d in (clean, noisy):
-                for vmap in d.virtual_sources():
-                    src = Path(vmap.file_name)
-                    src = src if src.is_absolute() else path.parent / src
-                    if not src.is_file():
-                        problems.append(f"virtual source {vmap.file_name} of {d.name} is missing")
+        for d in (clean, noisy):
+            for name, _ in missing_virtual_sources(d, path):
+                problems.append(f"virtual source {name} of {d.name} is missing")
         if len(problems) > (0 if summary["complete"] else 1):  # layout broken: the rest cannot be read
             return summary, problems
         index = f["meta/index"][...]
@@ -390,6 +402,25 @@ def check_structure(path: str | os.PathLike) -> tuple[dict[str, Any], list[str]]
 
 
 # ----------------------------------------------------------------------------------------------- reader
+
+
+def _check_pairs_file(path: Path, require_complete: bool) -> tuple[int, tuple[int, int]]:
+    """(samples, (H, W)) of a file of pairs; ValueError for a missing, unfinished or foreign file and for a
+    virtual file whose part files are missing (HDF5 would silently read zeros there)."""
+    if not path.is_file():
+        raise ValueError(f"HDF5 file {path} does not exist")
+    with h5py.File(path, "r") as f:
+        if require_complete and int(f.attrs.get(COMPLETE_ATTR, 0)) != 1:
+            raise ValueError(f"{path} has no completion marker (unfinished generation); resume it first")
+        if "clean" not in f or "noisy" not in f:
+            raise ValueError(f"{path} lacks 'clean'/'noisy' datasets: not a naflow-aug HDF5 file")
+        missing = sorted({str(src) for k in IMAGE_KEYS for _, src in missing_virtual_sources(f[k], path)})
+        if missing:
+            raise ValueError(
+                f"{path} is a virtual (--join vds) file whose part files are missing: {', '.join(missing)}; "
+                "keep its .parts folder beside it, or make a self-contained file with --join copy"
+            )
+        return int(f["clean"].shape[0]), tuple(f["clean"].shape[1:3])
 
 
 class HDF5PairDataset(Dataset):
@@ -421,15 +452,9 @@ class HDF5PairDataset(Dataset):
         self.crop, self.flips, self.generator = crop, flips, generator
         lengths, shapes = [], []
         for p in self.paths:
-            if not p.is_file():
-                raise ValueError(f"HDF5 file {p} does not exist")
-            with h5py.File(p, "r") as f:
-                if require_complete and int(f.attrs.get(COMPLETE_ATTR, 0)) != 1:
-                    raise ValueError(f"{p} has no completion marker (unfinished generation); resume it first")
-                if "clean" not in f or "noisy" not in f:
-                    raise ValueError(f"{p} lacks 'clean'/'noisy' datasets: not a naflow-aug HDF5 file")
-                lengths.append(f["clean"].shape[0])
-                shapes.append(f["clean"].shape[1:3])
+            n, shape = _check_pairs_file(p, require_complete)
+            lengths.append(n)
+            shapes.append(shape)
         if crop is not None:
             for p, (h, w) in zip(self.paths, shapes, strict=True):
                 if crop > h or crop > w:

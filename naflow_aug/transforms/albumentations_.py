@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from typing import Any
 
 import albumentations as A
@@ -13,9 +14,11 @@ import torch
 from naflow_aug import tiling
 from naflow_aug.sampling import NoiseSource, make_noise_source
 from naflow_aug.transforms._images import float_batch_to_hwc, hwc_to_float_batch
+from naflow_aug.transforms._workers import WorkerSeeding, mix_seeds
 
 log = logging.getLogger(__name__)
 _SEED_HIGH = 2**63 - 1
+_UNSEEDED = 2**64 - 1  # stands for "no seed" in the per-worker mix
 
 
 class NAFlowNoiseAlb(A.ImageOnlyTransform):
@@ -36,7 +39,9 @@ class NAFlowNoiseAlb(A.ImageOnlyTransform):
     Serialisable (``A.to_dict`` / ``A.from_dict``) when ``model``, ``profile`` and ``baselines`` are names or
     paths. In DataLoader workers the model is loaded lazily, once per worker, and torch is limited to one
     thread there. Seeds: from the transform's albumentations random state when the pipeline is seeded
-    (``A.Compose(..., seed=N)``), else from torch's default generator (which DataLoader seeds per worker).
+    (``A.Compose(..., seed=N)``; in a DataLoader worker that state is re-seeded from ``N`` and the worker's
+    torch seed, so it differs per worker and per epoch), else from torch's default generator (which
+    DataLoader seeds per worker).
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class NAFlowNoiseAlb(A.ImageOnlyTransform):
         self.reference_key = reference_key
         self._source: NoiseSource | None = None
         self._source_pid: int | None = None
+        self._worker = WorkerSeeding()
         if not isinstance(self.model, str | None):
             self._build_source()  # a model object: check everything now
 
@@ -93,8 +99,7 @@ class NAFlowNoiseAlb(A.ImageOnlyTransform):
     def source(self) -> NoiseSource:
         """The noise source, built on first use in each process (DataLoader workers load the model once)."""
         if self._source is None or self._source_pid != os.getpid():
-            if torch.utils.data.get_worker_info() is not None:
-                torch.set_num_threads(1)  # one worker, one thread: workers x threads must not oversubscribe
+            self._enter_worker()
             self._source = self._build_source()
             self._source_pid = os.getpid()
         return self._source
@@ -106,6 +111,20 @@ class NAFlowNoiseAlb(A.ImageOnlyTransform):
         ):  # workers reload by name or path rather than unpickling weights
             state["_source"] = None
         return state
+
+    def _enter_worker(self) -> None:
+        """In a new DataLoader worker: re-seed the transform's albumentations random state (its ``p`` draws;
+        its noise seeds when the pipeline is seeded) from its seed and the worker's torch seed, else every
+        worker, and every epoch's fresh workers, would repeat the same draws."""
+        worker_seed = self._worker.enter()
+        if worker_seed is not None:
+            mixed = mix_seeds(_UNSEEDED if self.seed is None else self.seed, worker_seed)
+            self.random_generator = np.random.default_rng(mixed)
+            self.py_random = random.Random(mixed)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._enter_worker()  # before albumentations draws anything (the p check comes first)
+        return super().__call__(*args, **kwargs)
 
     # -------------------------------------------------------------------------- albumentations API
     @property

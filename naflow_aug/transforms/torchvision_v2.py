@@ -15,6 +15,7 @@ from torchvision.transforms.v2.functional._utils import is_pure_tensor
 from naflow_aug import tiling
 from naflow_aug.sampling import NoiseParams, NoiseSource, draw_seeds, make_noise_source
 from naflow_aug.transforms._images import from_float_batch, to_float_batch
+from naflow_aug.transforms._workers import WorkerSeeding, mix_seeds
 
 
 class NAFlowNoise(v2.Transform):
@@ -73,7 +74,7 @@ class NAFlowNoise(v2.Transform):
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else generator
         self.return_params = bool(return_params)
         self._call = threading.local()
-        self._worker_id: int | None = None
+        self._worker = WorkerSeeding()
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers get a pickled copy
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
@@ -86,16 +87,13 @@ class NAFlowNoise(v2.Transform):
         self._call = threading.local()
 
     def _seed_generator(self) -> torch.Generator | None:
-        """The seed generator; in a DataLoader worker, a given generator is re-derived per worker (else
-        every worker would draw the same seeds), from its initial seed and the worker's seed, and torch is
-        limited to one thread there."""
-        info = torch.utils.data.get_worker_info()
-        if info is not None and self._worker_id != info.id:
-            torch.set_num_threads(1)  # one worker, one thread: workers x threads must not oversubscribe
-            if self.generator is not None:
-                mixed = (self.generator.initial_seed() * 1_000_003 + info.seed) % (2**63 - 1)
-                self.generator = torch.Generator().manual_seed(mixed)
-            self._worker_id = info.id
+        """The seed generator; in a new DataLoader worker a given generator is re-seeded from its initial
+        seed and the worker's torch seed (else every worker, and every epoch's fresh workers, would draw the
+        same seeds), and torch is limited to one thread there."""
+        worker_seed = self._worker.enter()
+        if worker_seed is not None and self.generator is not None:
+            mixed = mix_seeds(self.generator.initial_seed(), worker_seed)
+            self.generator = torch.Generator().manual_seed(mixed)
         return self.generator
 
     # -------------------------------------------------------------------------------- v2 protocol

@@ -234,3 +234,29 @@ def test_stale_join_temporaries_are_removed(tmp_path):
     (tmp_path / ".other.h5.4242.tmp").write_bytes(b"another output's")
     assert hdf5.remove_stale_join_temporaries(tmp_path / "o.h5") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [".o.h5.notapid.tmp", ".other.h5.4242.tmp"]
+
+
+def test_virtual_file_without_its_parts_is_refused_when_opened(tmp_path):
+    """A --join vds file copied without <out>.parts/: the reader (hence bench --train) refuses, naming the
+    missing part files, instead of serving the zeros HDF5 reads in their place."""
+    files = _write_parts(tmp_path / "o.h5.parts", [3, 3, 2])
+    hdf5.join_parts(tmp_path / "o.h5", files, {"classes": ["A", "B"]}, mode="vds")
+    assert len(hdf5.HDF5PairDataset(tmp_path / "o.h5")) == 8  # with its parts: fine
+    copied = tmp_path / "elsewhere"
+    copied.mkdir()
+    shutil.copy(tmp_path / "o.h5", copied / "o.h5")
+    with pytest.raises(
+        ValueError, match=r"o\.h5 is a virtual \(--join vds\) file whose part files are missing"
+    ) as err:
+        hdf5.HDF5PairDataset(copied / "o.h5")
+    for name in ("part-00000.h5", "part-00001.h5", "part-00002.h5"):
+        assert str(copied / "o.h5.parts" / name) in str(err.value)
+    shutil.copytree(tmp_path / "o.h5.parts", copied / "o.h5.parts")
+    os.remove(copied / "o.h5.parts" / "part-00001.h5")  # one part lost
+    with pytest.raises(ValueError, match="part-00001.h5") as err:
+        hdf5.HDF5PairDataset(copied / "o.h5")
+    assert "part-00000.h5" not in str(err.value)
+    _, problems = hdf5.check_structure(copied / "o.h5")  # verify names the same file, from the same check
+    assert problems == [
+        f"virtual source o.h5.parts/part-00001.h5 of {d} is missing" for d in ("/clean", "/noisy")
+    ]

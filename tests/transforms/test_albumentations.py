@@ -148,3 +148,58 @@ def test_dataloader_two_workers_lazy_model(tiny_checkpoint) -> None:
     assert len({tuple(x.flatten().tolist()) for x in noisy}) == 8  # independent across items and workers
     assert all(int(n) == 1 for b in batches for n in b[2])  # one torch thread per worker
     assert t._source is None  # the main process never loaded the model
+
+
+class _SameImage(Dataset):
+    """One clean image n times, through a pipeline in the worker."""
+
+    def __init__(self, pipe, n: int = 8) -> None:
+        self.pipe, self.n, self.img = pipe, n, _image(16, 16)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return torch.from_numpy(self.pipe(image=self.img)["image"])
+
+
+def test_seeded_pipeline_differs_per_worker_and_epoch_and_replays(tiny_checkpoint) -> None:
+    """Compose(seed=7) in two workers, two epochs without persistent workers: 16 distinct noisy images,
+    and the same 16 again under the same torch.manual_seed in the main process."""
+
+    def run(main_seed: int) -> torch.Tensor:
+        torch.manual_seed(main_seed)
+        pipe = A.Compose([NAFlowNoiseAlb(str(tiny_checkpoint))], seed=7)
+        loader = DataLoader(_SameImage(pipe), batch_size=2, num_workers=2)
+        return torch.cat([batch for _epoch in range(2) for batch in loader])
+
+    first = run(0)
+    assert first.shape == (16, 16, 16, 3)
+    assert len({tuple(x.flatten().tolist()) for x in first}) == 16  # per worker and per epoch
+    assert torch.equal(run(0), first)  # reproducible
+    assert not torch.equal(run(1), first)  # the main process's seed decides the workers' draws
+
+
+class _Applied(Dataset):
+    """Whether the pipeline changed the image, and which worker ran it."""
+
+    def __init__(self, pipe) -> None:
+        self.pipe, self.img = pipe, np.full((16, 16, 3), 128, np.uint8)
+
+    def __len__(self) -> int:
+        return 32
+
+    def __getitem__(self, i: int):
+        changed = not np.array_equal(self.pipe(image=self.img)["image"], self.img)
+        return int(changed), torch.utils.data.get_worker_info().id
+
+
+def test_p_draws_differ_per_worker_and_epoch_in_an_unseeded_pipeline() -> None:
+    torch.manual_seed(0)
+    pipe = A.Compose([NAFlowNoiseAlb(noise="gaussian:50", p=0.5)])  # no model needed
+    patterns = set()
+    for _epoch in range(2):
+        rows = [(int(a), int(w)) for a, w in DataLoader(_Applied(pipe), num_workers=2)]  # batches of one
+        for worker in (0, 1):
+            patterns.add(tuple(a for a, w in rows if w == worker))
+    assert len(patterns) == 4  # 16 p draws each: equal only if the workers or epochs repeat each other

@@ -183,3 +183,18 @@ def test_dataloader_two_workers(how, tiny_model, tiny_checkpoint) -> None:
         flat = noisy.flatten(1)
         assert len({tuple(row.tolist()) for row in flat}) == 8, "images from different workers must differ"
         assert all(int(n) == 1 for b in batches for n in b[2]), "workers run torch on one thread"
+
+
+def test_seeded_transform_differs_per_worker_and_epoch_and_replays(tiny_checkpoint) -> None:
+    """seed=7 in two workers, two epochs without persistent workers: 16 distinct noisy images, and the same
+    16 again under the same torch.manual_seed in the main process (the helper NAFlowNoiseAlb shares)."""
+
+    def run(main_seed: int) -> torch.Tensor:
+        torch.manual_seed(main_seed)
+        loader = DataLoader(_Repeated(NAFlowNoise(tiny_checkpoint, seed=7)), batch_size=2, num_workers=2)
+        return torch.cat([batch[0] for _epoch in range(2) for batch in loader])
+
+    first = run(0)
+    assert first.shape == (16, 3, 16, 16)
+    assert len({tuple(x.flatten().tolist()) for x in first}) == 16
+    assert torch.equal(run(0), first) and not torch.equal(run(1), first)
