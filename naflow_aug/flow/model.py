@@ -171,7 +171,7 @@ class NAFlow(nn.Module):
                 )
         if self.validate_inputs and x.numel():
             lo, hi = torch.aminmax(x.detach())
-            lo, hi = float(lo), float(hi)
+            lo, hi = torch.stack([lo, hi]).tolist()  # one read-back (a GPU sync), not two
             if not (math.isfinite(lo) and math.isfinite(hi)):
                 raise ValueError(f"{name} contains NaN or Inf values")
             if lo < -slack or hi > 1 + slack:
@@ -272,7 +272,10 @@ class NAFlow(nn.Module):
                 f"weights must have shape ({self.num_classes},) or "
                 f"({batch or 'B'}, {self.num_classes}), got {tuple(w.shape)}"
             )
-        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or bool((w.sum(1) <= 0).any()):
+        finite, negative, empty = torch.stack(  # one read-back (a GPU sync), not three
+            [torch.isfinite(w).all(), (w < 0).any(), (w.sum(1) <= 0).any()]
+        ).tolist()
+        if not finite or negative or empty:
             raise ValueError("weights must be finite, non-negative and sum to a positive value per item")
         return w / w.sum(1, keepdim=True)
 
@@ -315,7 +318,7 @@ class NAFlow(nn.Module):
         seeds = self._seeds(clean.shape[0], generator, seeds)
         m = self.size_multiple
         size = (self.latent_channels, clean.shape[2] // m, clean.shape[3] // m)
-        picks, eps = draw_item_noise(seeds, self.num_classes, size)
+        picks, eps = draw_item_noise(seeds, self.num_classes, size, pin_memory=clean.device.type == "cuda")
         return seeds, picks, eps
 
     def _sample_latent(
@@ -340,7 +343,8 @@ class NAFlow(nn.Module):
         else:
             w = self._config_weights("random" if config is None else config, picks)
         mean, std = self.prior.mix(w, mix_mode)
-        return w, self.prior.reparameterize(mean, std, eps.to(mean))
+        eps = eps.to(mean.device, mean.dtype, non_blocking=True)  # pinned host memory on a GPU: no stall
+        return w, self.prior.reparameterize(mean, std, eps)
 
     @torch.no_grad()
     def sample(
@@ -390,15 +394,18 @@ class NAFlow(nn.Module):
         return noisy
 
 
-def draw_item_noise(seeds: Tensor, num_classes: int, size: tuple[int, int, int]) -> tuple[list[int], Tensor]:
+def draw_item_noise(
+    seeds: Tensor, num_classes: int, size: tuple[int, int, int], *, pin_memory: bool = False
+) -> tuple[list[int], Tensor]:
     """Each item's random configuration pick, then its eps (B, *size), from manual_seed(seed) generators.
 
     The randomness contract of `NAFlow.sample`: every item draws its pick first, used or not, so that
     replaying (weights, seeds) with weights= reproduces any sample exactly. eps is written straight into
     one (B, *size) tensor of torch's default dtype (what a fresh ``torch.randn(size, generator=g)`` gives,
-    without a stack copy).
+    without a stack copy). ``pin_memory``: eps in page-locked memory, for an asynchronous copy to a GPU
+    (``.to(device, non_blocking=True)``; torch's pinned-memory cache keeps the block until the copy is done).
     """
-    eps = torch.empty((len(seeds), *size))
+    eps = torch.empty((len(seeds), *size), pin_memory=pin_memory)
     picks = []
     for i, s in enumerate(seeds.tolist()):
         g = torch.Generator("cpu").manual_seed(int(s))
