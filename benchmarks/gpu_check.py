@@ -38,6 +38,7 @@ import logging
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -112,7 +113,7 @@ QUICK = Sizes(
     alb_workers=1,
     gen_crop=32,
     gen_images=2,
-    tiled_hw=(160, 224),
+    tiled_hw=(128, 192),
     tile_size=128,
     min_seconds=0.0,
     sim_scenes=1,
@@ -756,6 +757,7 @@ def run(args: argparse.Namespace) -> dict:
         ck.result["sections"][name] = entry
         log.info("==== %s: %s in %.1f s", name, entry["status"], entry["seconds"])
         _write(ck)
+    shutil.rmtree(ck.work, ignore_errors=True)
     ck.result["total_seconds"] = round(time.perf_counter() - t0, 2)
     ck.result["ok"] = all(s["status"] != "failed" for s in ck.result["sections"].values())
     _write(ck)

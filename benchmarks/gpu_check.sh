@@ -35,8 +35,10 @@ if [ -n "$WHEELS" ]; then
     if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
       SITE="$(mktemp -d /tmp/gpu_check_site.XXXXXX)"
       echo "gpu_check.sh: installing $(ls "$WHEELS"/*.whl | wc -l) wheels from $WHEELS into $SITE (no deps, no index)"
-      "$PY" -m pip install --quiet --no-deps --no-index --target "$SITE" "$WHEELS"/*.whl \
-        || echo "gpu_check.sh: wheel install failed; the albumentations part will be skipped"
+      if ! "$PY" -m pip install --quiet --no-deps --no-index --target "$SITE" "$WHEELS"/*.whl; then
+        echo "gpu_check.sh: pip could not install them; unpacking the wheels (zip files) instead"
+        for w in "$WHEELS"/*.whl; do "$PY" -m zipfile -e "$w" "$SITE"; done
+      fi
       export PYTHONPATH="$PYTHONPATH:$SITE"  # after the tree and the system: never shadows torch or numpy
       "$PY" -c 'import albumentations; print("gpu_check.sh: albumentations", albumentations.__version__)' \
         || echo "gpu_check.sh: albumentations still does not import; its part will be skipped"
