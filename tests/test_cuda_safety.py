@@ -194,3 +194,32 @@ def test_denoiser_training_reads_the_loss_back_once_per_epoch(tmp_path) -> None:
                                  tmp_path / f"run{steps}", progress=False)  # fmt: skip
         counts.append([s for s in counter.syncs if s != "cpu"])  # the checkpoint's .cpu() of each weight
     assert counts[0] == counts[1] and len(counts[0]) <= 1, counts
+
+
+def test_naflow_training_step_reads_back_a_fixed_few_times(tmp_path, monkeypatch) -> None:
+    """Per step: the input checks (labels, clean, noisy), the finite flag with the loss, the gradient norm."""
+    from naflow_aug.data.simcam import DEFAULT_CAMERAS, write_simulated_sidd
+
+    write_simulated_sidd(tmp_path / "sim", seed=0, cameras=DEFAULT_CAMERAS[:2], scenes_per_config=1,
+                         size_range=(32, 32))  # fmt: skip
+    original = train._batch_loss
+    counts = []
+    for steps in (2, 4):
+        counter = HostSyncCounter()
+
+        def marked_loss(objective, batch, counter=counter):
+            for t in batch.values():
+                counter.marked[t] = True
+            return original(objective, batch)
+
+        monkeypatch.setattr(train, "_batch_loss", marked_loss)
+        config = train.preset("cpu").replace(
+            data=str(tmp_path / "sim"), model={"hidden_channels": 8, "encoder_channels": 8}, steps=steps,
+            batch_size=2, crop_size=16, log_every=100, checkpoint_every=100, val_every=0,
+            preload=True, device="cpu", num_workers=0,
+        )  # fmt: skip
+        with counter:
+            train.train(config, tmp_path / f"run{steps}", progress=False)
+        counts.append(len([s for s in counter.syncs if s == "item" or s == "tolist"]))
+    per_step = (counts[1] - counts[0]) / 2
+    assert per_step <= 5, counts  # labels 1, clean 1, noisy 1, finite flag + loss 1, gradient norm 1

@@ -256,7 +256,8 @@ class NAFlow(nn.Module):
         (bits per H*W pixel, the 3 channels summed). `labels` are class ids (B,) int64."""
         if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or labels.shape != noisy.shape[:1]:
             raise TypeError(f"labels must be an int64 tensor of shape ({noisy.shape[0]},), got {labels!r}")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+        lo, hi = torch.stack(torch.aminmax(labels)).tolist() if labels.numel() else (0, 0)  # one read-back
+        if lo < 0 or hi >= self.num_classes:
             raise ValueError(f"labels must be class ids in [0, {self.num_classes}), got {labels.tolist()}")
         z, logdet = self.encode(noisy, clean, features)
         ll = self.prior.log_prob(z, labels.to(z.device))
