@@ -405,8 +405,7 @@ def train_denoiser(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.detach()
-            count += 1
+            total, count = total + loss.detach(), count + 1  # the loss stays on the device
             if not bar.disable and count % 50 == 1:  # a read-back stalls a GPU: not on every step
                 bar.set_postfix(loss=f"{float(total) / count:.2e}")
         record: dict[str, Any] = {

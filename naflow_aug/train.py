@@ -826,8 +826,7 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
             if ddp.world > 1:
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
             optimizer.zero_grad(set_to_none=True)
-            # one read-back (a GPU sync) for the flag and the loss logged below
-            flag, loss_value = torch.stack([finite.to(loss.dtype), loss.detach()]).tolist()
+            flag, loss_value = torch.stack([finite.to(loss.dtype), loss.detach()]).tolist()  # one GPU sync
             ok = flag > 0
             if ok:
                 loss.backward()
@@ -839,8 +838,7 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
                 if ok:
                     optimizer.step()
             if ok:
-                window["sum"] += loss_value
-                window["n"] += 1
+                window["sum"], window["n"] = window["sum"] + loss_value, window["n"] + 1
             else:
                 nonfinite += 1
                 optimizer.zero_grad(set_to_none=True)
