@@ -48,7 +48,11 @@ if [ -n "$WHEELS" ]; then
   fi
 fi
 
-timeout --signal=TERM --kill-after=15 "${GPU_CHECK_TIMEOUT:-450}" "$PY" "$ROOT/benchmarks/gpu_check.py" "${ARGS[@]}"
+if command -v timeout >/dev/null; then
+  timeout --signal=TERM --kill-after=15 "${GPU_CHECK_TIMEOUT:-450}" "$PY" "$ROOT/benchmarks/gpu_check.py" "${ARGS[@]}"
+else
+  "$PY" "$ROOT/benchmarks/gpu_check.py" "${ARGS[@]}"  # no coreutils timeout: --budget-s still applies
+fi
 rc=$?
 echo "gpu_check.sh: exit $rc; results in $OUT: $(ls "$OUT" | tr '\n' ' ')"
 exit $rc
