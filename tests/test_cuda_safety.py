@@ -223,3 +223,16 @@ def test_naflow_training_step_reads_back_a_fixed_few_times(tmp_path, monkeypatch
         counts.append(len([s for s in counter.syncs if s == "item" or s == "tolist"]))
     per_step = (counts[1] - counts[0]) / 2
     assert per_step <= 5, counts  # labels 1, clean 1, noisy 1, finite flag + loss 1, gradient norm 1
+
+
+def test_host_eps_draw_in_threads_equals_one_thread() -> None:
+    """Large batches draw their per-item eps in threads (the host draw bounds a GPU's NAS); same result."""
+    seeds = torch.randint(0, 2**62, (37,), generator=torch.Generator().manual_seed(0))
+    one = draw_item_noise(seeds, 5, (3, 4, 4))  # the test runs single-threaded: one thread
+    torch.set_num_threads(4)  # restored by conftest's autouse fixture
+    threaded = draw_item_noise(seeds, 5, (3, 4, 4))
+    assert threaded[0] == one[0] and torch.equal(threaded[1], one[1])
+    for i in (0, 17, 36):  # and each item equals its own generator's draw
+        g = torch.Generator().manual_seed(int(seeds[i]))
+        assert int(torch.randint(5, (1,), generator=g)) == one[0][i]
+        assert torch.equal(torch.randn((3, 4, 4), generator=g), one[1][i])
