@@ -30,6 +30,11 @@ def device(request: pytest.FixtureRequest) -> torch.device:
     name = request.config.getoption("--device")
     if name.startswith("cuda") and not torch.cuda.is_available():
         pytest.skip("--device cuda given but CUDA is not available")
+    if name.startswith("cuda"):
+        # device results are compared with the CPU's at float32 tolerances: no TF32 (cuDNN's default for
+        # convolutions on Ampere and later GPUs rounds their inputs to 10-bit mantissas)
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     return torch.device(name)
 
 
