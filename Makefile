@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The one-call GPU check (issue 19): the machine's own python3 and torch, the project from the tree, the
+# wheels of benchmarks/gpu_wheels.sh from .whl/. On a CPU: make gpu-check GPU_CHECK_ARGS="--device cpu --quick"
+GPU_OUT ?= runs/gpu-check
+GPU_CHECK_ARGS ?=
+gpu-check:
+	bash benchmarks/gpu_check.sh --out $(GPU_OUT) --wheels .whl $(GPU_CHECK_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -241,7 +241,7 @@ class RefNAFlow(nn.Module):
         std = sum(w * getattr(self, f"cov_shift_{n}") for w, n in zip(weights, self.classes, strict=True))
         g = torch.Generator().manual_seed(seed)
         torch.randint(len(self.classes), (1,), generator=g)  # the contract: configuration pick first
-        eps = torch.randn(z.shape[1:], generator=g)
+        eps = torch.randn(z.shape[1:], generator=g).to(z.device)  # the CPU draw, then the model's device
         return self.decode(mean.view(1, -1, 1, 1) + std.view(1, -1, 1, 1) * eps[None], clean).clamp(0, 1)
 
 

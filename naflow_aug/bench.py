@@ -391,7 +391,7 @@ def train_denoiser(
         generator = _epoch_generator(preset.seed, epoch, rank)
         net.train()
         t0 = time.perf_counter()
-        total, count = 0.0, 0
+        total, count = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device
         bar = tqdm(
             range(preset.steps_per_epoch),
             desc=f"{desc} {epoch}/{preset.epochs}",
@@ -405,13 +405,13 @@ def train_denoiser(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach())
-            count += 1
-            bar.set_postfix(loss=f"{total / count:.2e}")
+            total, count = total + loss.detach(), count + 1  # the loss stays on the device
+            if not bar.disable and count % 50 == 1:  # a read-back stalls a GPU: not on every step
+                bar.set_postfix(loss=f"{float(total) / count:.2e}")
         record: dict[str, Any] = {
             "epoch": epoch,
             "step": epoch * preset.steps_per_epoch,
-            "loss": total / max(count, 1),
+            "loss": float(total) / max(count, 1),
             "lr": preset.lr_at(epoch),
             "epoch_seconds": round(time.perf_counter() - t0, 3),
         }

@@ -37,6 +37,7 @@ import torch
 
 from naflow_aug import tiling
 from naflow_aug.baselines import Baselines, sample_gaussian, sample_poisson_gaussian
+from naflow_aug.flow.model import draw_item_noise
 from naflow_aug.flow.noise_level import LEVELS, check_level, match_noise_level, noise_std
 
 log = logging.getLogger(__name__)
@@ -120,9 +121,9 @@ def check_images(x: Any, name: str = "clean") -> torch.Tensor:
         raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); need at least one image")
     if x.shape[2] == 0 or x.shape[3] == 0:
         raise ValueError(f"{name} has an empty side: shape {tuple(x.shape)}")
-    if torch.isnan(x).any():
+    lo, hi = torch.stack(torch.aminmax(x.detach())).tolist()  # one read-back (GPU sync); NaN propagates
+    if math.isnan(lo) or math.isnan(hi):
         raise ValueError(f"{name} contains NaN")
-    lo, hi = float(x.min()), float(x.max())
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"{name} values must lie in [0, 1], got min {lo:.4g} and max {hi:.4g}")
     return x
@@ -433,14 +434,13 @@ class ModelSource(NoiseSource):
                 f"this model has {list(self.classes)}"
             )
         device, dtype = self._device(), next(self.model.parameters()).dtype
-        m = self.model.size_multiple
+        m, cuda = self.model.size_multiple, device.type == "cuda"
         clean_p, size = tiling.pad_to_multiple(clean.to(device, dtype), m)
         mean, std = self.model.mix(params.weights.to(device, dtype))
         h, w = clean_p.shape[-2] // m, clean_p.shape[-1] // m
-        # every item draws its configuration pick first, used or not (as NAFlow.sample does), so the same
-        # seed gives the same latent noise whatever the source
-        gens = _generators_after_pick(params.seeds, len(self.classes))
-        eps = torch.stack([torch.randn((mean.shape[1], h, w), generator=g) for g in gens]).to(device, dtype)
+        # each item's pick, used or not, then its eps (NAFlow.sample's contract); pinned on a GPU: async copy
+        eps = draw_item_noise(params.seeds, len(self.classes), (mean.shape[1], h, w), pin_memory=cuda)[1]
+        eps = eps.to(device, dtype, non_blocking=True)
         if std.dim() == 3:  # full covariance: std is a matrix square root per item
             z = mean[:, :, None, None] + torch.einsum("bij,bjhw->bihw", std, eps)
         else:

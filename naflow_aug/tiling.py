@@ -13,7 +13,8 @@ posterior is computed once per image, as if untiled.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -106,6 +107,23 @@ def _run_tiled(
     return out
 
 
+@contextmanager
+def _tiles_unchecked(model, check: Callable[[torch.nn.Module], None]) -> Iterator[None]:
+    """Runs a NAFlow's input ``check`` on the whole images once (its value check is a host read-back: a
+    GPU sync), then lets the tiles skip the value check; their shapes are still checked."""
+    net = getattr(model, "model", model)  # a FastNAFlow wraps its NAFlow
+    before = getattr(net, "validate_inputs", None)
+    if before is None:  # another model: its own checks, per tile
+        yield
+        return
+    check(net)
+    net.validate_inputs = False
+    try:
+        yield
+    finally:
+        net.validate_inputs = before
+
+
 def encode_tiled(
     model,
     noisy: torch.Tensor,
@@ -124,7 +142,8 @@ def encode_tiled(
         y0, y1, x0, x1 = box
         return model.encode(noisy[..., y0:y1, x0:x1], clean[..., y0:y1, x0:x1])[0]
 
-    return _run_tiled(encode_box, tiles, (clean.shape[-2] // m, clean.shape[-1] // m), m)
+    with _tiles_unchecked(model, lambda net: net._check_pair(noisy, clean)):
+        return _run_tiled(encode_box, tiles, (clean.shape[-2] // m, clean.shape[-1] // m), m)
 
 
 def decode_tiled(
@@ -145,4 +164,5 @@ def decode_tiled(
         y0, y1, x0, x1 = box
         return model.decode(z[..., y0 // m : y1 // m, x0 // m : x1 // m], clean[..., y0:y1, x0:x1])
 
-    return _run_tiled(decode_box, tiles, (clean.shape[-2], clean.shape[-1]), 1)
+    with _tiles_unchecked(model, lambda net: net._check_images(clean, "clean")):
+        return _run_tiled(decode_box, tiles, (clean.shape[-2], clean.shape[-1]), 1)

@@ -826,7 +826,8 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
             if ddp.world > 1:
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
             optimizer.zero_grad(set_to_none=True)
-            ok = bool(finite.item() > 0)
+            flag, loss_value = torch.stack([finite.to(loss.dtype), loss.detach()]).tolist()  # one GPU sync
+            ok = flag > 0
             if ok:
                 loss.backward()
                 grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -837,8 +838,7 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
                 if ok:
                     optimizer.step()
             if ok:
-                window["sum"] += float(loss.detach())
-                window["n"] += 1
+                window["sum"], window["n"] = window["sum"] + loss_value, window["n"] + 1
             else:
                 nonfinite += 1
                 optimizer.zero_grad(set_to_none=True)

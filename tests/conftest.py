@@ -17,11 +17,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--device", default="cpu", help="torch device for device-aware tests (cpu or cuda)")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that takes the ``device`` fixture is marked ``device``: ``pytest -m device --device cuda``
+    runs exactly the suite's device-aware tests (what benchmarks/gpu_check.py does on a GPU)."""
+    for item in items:
+        if "device" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.device)
+
+
 @pytest.fixture(scope="session")
 def device(request: pytest.FixtureRequest) -> torch.device:
     name = request.config.getoption("--device")
     if name.startswith("cuda") and not torch.cuda.is_available():
         pytest.skip("--device cuda given but CUDA is not available")
+    if name.startswith("cuda"):
+        # device results are compared with the CPU's at float32 tolerances: no TF32 (cuDNN's default for
+        # convolutions on Ampere and later GPUs rounds their inputs to 10-bit mantissas)
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     return torch.device(name)
 
 

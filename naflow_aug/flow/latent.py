@@ -113,10 +113,11 @@ class ClassGaussians(nn.Module):
     ) -> Tensor:
         """Draw z (B, C, h, w) from the mixtures given by weights (B, K), eps from `generator`."""
         mean, std = self.mix(weights)
+        # drawn where the generator lives (a CPU generator cannot draw on a GPU), then moved
         eps = torch.randn(
             (weights.shape[0], mean.shape[1], *size),
             generator=generator,
-            device=mean.device,
+            device=generator.device if generator is not None else mean.device,
             dtype=mean.dtype,
-        )
+        ).to(mean.device)
         return self.reparameterize(mean, std, eps)

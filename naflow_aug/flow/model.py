@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +30,7 @@ SIDD_CLASSES: tuple[str, ...] = (
 DEQUANT_LOGDET_PER_PIXEL = -math.log(256.0)
 # encode accepts noisy images this far outside [0, 1], room for the training loop's dequantization noise
 NOISY_RANGE_SLACK = 1.0 / 256
+DRAW_ITEMS_PER_THREAD = 8  # `draw_item_noise`: smaller batches are drawn in the calling thread
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,7 @@ class NAFlow(nn.Module):
                 )
         if self.validate_inputs and x.numel():
             lo, hi = torch.aminmax(x.detach())
-            lo, hi = float(lo), float(hi)
+            lo, hi = torch.stack([lo, hi]).tolist()  # one read-back (a GPU sync), not two
             if not (math.isfinite(lo) and math.isfinite(hi)):
                 raise ValueError(f"{name} contains NaN or Inf values")
             if lo < -slack or hi > 1 + slack:
@@ -260,7 +262,8 @@ class NAFlow(nn.Module):
         (bits per H*W pixel, the 3 channels summed). `labels` are class ids (B,) int64."""
         if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or labels.shape != noisy.shape[:1]:
             raise TypeError(f"labels must be an int64 tensor of shape ({noisy.shape[0]},), got {labels!r}")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+        lo, hi = torch.stack(torch.aminmax(labels)).tolist() if labels.numel() else (0, 0)  # one read-back
+        if lo < 0 or hi >= self.num_classes:
             raise ValueError(f"labels must be class ids in [0, {self.num_classes}), got {labels.tolist()}")
         z, logdet = self.encode(noisy, clean, features)
         ll = self.prior.log_prob(z, labels.to(z.device))
@@ -276,7 +279,10 @@ class NAFlow(nn.Module):
                 f"weights must have shape ({self.num_classes},) or "
                 f"({batch or 'B'}, {self.num_classes}), got {tuple(w.shape)}"
             )
-        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or bool((w.sum(1) <= 0).any()):
+        finite, negative, empty = torch.stack(  # one read-back (a GPU sync), not three
+            [torch.isfinite(w).all(), (w < 0).any(), (w.sum(1) <= 0).any()]
+        ).tolist()
+        if not finite or negative or empty:
             raise ValueError("weights must be finite, non-negative and sum to a positive value per item")
         return w / w.sum(1, keepdim=True)
 
@@ -319,7 +325,7 @@ class NAFlow(nn.Module):
         seeds = self._seeds(clean.shape[0], generator, seeds)
         m = self.size_multiple
         size = (self.latent_channels, clean.shape[2] // m, clean.shape[3] // m)
-        picks, eps = draw_item_noise(seeds, self.num_classes, size)
+        picks, eps = draw_item_noise(seeds, self.num_classes, size, pin_memory=clean.device.type == "cuda")
         return seeds, picks, eps
 
     def _sample_latent(
@@ -344,7 +350,8 @@ class NAFlow(nn.Module):
         else:
             w = self._config_weights("random" if config is None else config, picks)
         mean, std = self.prior.mix(w, mix_mode)
-        return w, self.prior.reparameterize(mean, std, eps.to(mean))
+        eps = eps.to(mean.device, mean.dtype, non_blocking=True)  # pinned host memory on a GPU: no stall
+        return w, self.prior.reparameterize(mean, std, eps)
 
     @torch.no_grad()
     def sample(
@@ -430,18 +437,35 @@ class NAFlow(nn.Module):
         return noisy, SampleParams(weights=w, seeds=seeds)
 
 
-def draw_item_noise(seeds: Tensor, num_classes: int, size: tuple[int, int, int]) -> tuple[list[int], Tensor]:
+def draw_item_noise(
+    seeds: Tensor, num_classes: int, size: tuple[int, int, int], *, pin_memory: bool = False
+) -> tuple[list[int], Tensor]:
     """Each item's random configuration pick, then its eps (B, *size), from manual_seed(seed) generators.
 
     The randomness contract of `NAFlow.sample`: every item draws its pick first, used or not, so that
     replaying (weights, seeds) with weights= reproduces any sample exactly. eps is written straight into
     one (B, *size) tensor of torch's default dtype (what a fresh ``torch.randn(size, generator=g)`` gives,
-    without a stack copy).
+    without a stack copy). ``pin_memory``: eps in page-locked memory, for an asynchronous copy to a GPU
+    (``.to(device, non_blocking=True)``; torch's pinned-memory cache keeps the block until the copy is done).
+
+    Items are independent, so large batches are drawn by up to ``torch.get_num_threads()`` threads (torch
+    releases the GIL; one thread per `DRAW_ITEMS_PER_THREAD` items): the host draw would otherwise bound
+    a GPU's NAS (a 160x160 crop's eps is 76,800 normals). The result does not depend on the threads.
     """
-    eps = torch.empty((len(seeds), *size))
-    picks = []
-    for i, s in enumerate(seeds.tolist()):
-        g = torch.Generator("cpu").manual_seed(int(s))
-        picks.append(int(torch.randint(num_classes, (1,), generator=g)))
-        torch.randn(size, generator=g, out=eps[i])
+    eps = torch.empty((len(seeds), *size), pin_memory=pin_memory)
+    values = [int(s) for s in seeds.tolist()]
+    picks = [0] * len(values)
+
+    def draw(items: range) -> None:
+        for i in items:
+            g = torch.Generator("cpu").manual_seed(values[i])
+            picks[i] = int(torch.randint(num_classes, (1,), generator=g))
+            torch.randn(size, generator=g, out=eps[i])
+
+    threads = min(torch.get_num_threads(), len(values) // DRAW_ITEMS_PER_THREAD)
+    if threads <= 1:
+        draw(range(len(values)))
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(draw, [range(t, len(values), threads) for t in range(threads)]))
     return picks, eps
