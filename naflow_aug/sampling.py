@@ -396,13 +396,19 @@ class ModelSource(NoiseSource):
                 )
             weights = torch.zeros(len(seeds), k)
             weights[torch.arange(len(seeds)), [self.classes.index(c) for c in configs]] = 1.0
-        elif self.kind == "nas":
-            weights = self.nas_weights(clean, reference)
-        else:
-            weights = self.fixed_weights.expand(len(seeds), k).clone()
         level = None
-        if self.kind == "nas" and self.noise_level == "reference":
-            level = noise_std(reference, clean).cpu()
+        if self.kind == "nas":
+            weights = self._nas_weights(clean, reference)
+            if self.noise_level == "reference":
+                # the level travels with the weights: one device -> host copy per batch
+                dev = weights.device
+                both = torch.cat([weights, noise_std(reference.to(dev), clean.to(dev))], dim=1)
+                weights, level = both.cpu().split([k, both.shape[1] - k], dim=1)
+            else:
+                weights = weights.cpu()
+            weights = weights.clone()  # inference tensors cannot enter autograd later
+        elif self.kind != "random":
+            weights = self.fixed_weights.expand(len(seeds), k).clone()
         return NoiseParams(
             source=self.spec, seeds=seeds, weights=weights, classes=self.classes, configs=configs,
             noise_std=level,
@@ -411,16 +417,17 @@ class ModelSource(NoiseSource):
     def nas_weights(self, clean: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """(B, K) NAS posterior of each (clean, reference) pair, computed once per image (tiled if large)."""
         # inference tensors cannot enter autograd later: clone outside inference mode
-        return self._nas_weights(clean, reference).clone()
+        return self._nas_weights(clean, reference).cpu().clone()
 
     @torch.inference_mode()
     def _nas_weights(self, clean: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(B, K) float32 on the model's device."""
         device, dtype = self._device(), next(self.model.parameters()).dtype
         m = self.model.size_multiple
         clean_p, _ = tiling.pad_to_multiple(clean.to(device, dtype), m)
         ref_p, _ = tiling.pad_to_multiple(reference.to(device, dtype), m)
         z = tiling.encode_tiled(self._flow(), ref_p, clean_p, tile_size=self.tile_size, overlap=self.overlap)
-        return self.model.posterior(z, temperature=self.temperature, top_k=self.top_k).float().cpu()
+        return self.model.posterior(z, temperature=self.temperature, top_k=self.top_k).float()
 
     def _apply(self, clean, params, reference) -> torch.Tensor:
         # the output may feed a denoiser under training: make it a normal tensor, not an inference one

@@ -81,7 +81,7 @@ def test_fast_path_and_bf16_on_device(model_on, device) -> None:
     fast = FastNAFlow(model_on).sample(clean, reference=reference, seeds=[1, 2])
     model_on.fast_sampling = False
     try:
-        layered = model_on.sample(clean, reference=reference, seeds=[1, 2])
+        layered = model_on.sample(clean, reference=reference, seeds=[1, 2], noise_level="model")
     finally:
         model_on.fast_sampling = True
     assert fast.device.type == device.type
