@@ -11,7 +11,6 @@ or 1 are left out, since clipping shrinks the variance there.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from naflow_aug.runs import atomic_write_json
+from naflow_aug.runs import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -102,29 +101,30 @@ class Baselines:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> Baselines:
-        if not isinstance(data, dict) or data.get("kind") != KIND:
+    def from_dict(cls, data: dict, where: str = "baselines") -> Baselines:
+        """Baselines from their JSON form; ValueError naming ``where`` (the file) for anything malformed."""
+        kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
+        if kind != KIND:
             raise ValueError(
-                f"not a naflow-aug baselines file (expected kind {KIND!r}, got {data.get('kind')!r})"
+                f"{where} is not a naflow-aug baselines file (expected kind {KIND!r}, got {kind!r})"
             )
         if data.get("format_version") != FORMAT_VERSION:
             raise ValueError(
-                f"baselines format_version {data.get('format_version')!r} is not supported "
+                f"{where}: baselines format_version {data.get('format_version')!r} is not supported "
                 f"(expected {FORMAT_VERSION})"
             )
-        configs = {name: ConfigBaseline.from_dict(data["configs"][name]) for name in data["classes"]}
-        return cls(configs=configs, fit=dict(data.get("fit", {})))
+        try:
+            configs = {name: ConfigBaseline.from_dict(data["configs"][name]) for name in data["classes"]}
+            return cls(configs=configs, fit=dict(data.get("fit", {})))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{where} is malformed ({type(err).__name__}: {err})") from err
 
     def save(self, path: str | os.PathLike) -> Path:
         return atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Baselines:
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"baselines file {str(path)!r} does not exist")
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+        return cls.from_dict(read_json(path, "baselines file"), where=str(path))
 
 
 # ------------------------------------------------------------------------------------------------ fitting

@@ -41,6 +41,7 @@ from naflow_aug.denoisers.dncnn import (
     latest_checkpoint,
     save_dncnn,
 )
+from naflow_aug.devices import check_device
 from naflow_aug.runs import (
     RunDir,
     atomic_write_text,
@@ -334,7 +335,7 @@ def init_distributed(device: str | torch.device | None = None) -> torch.device:
             torch.cuda.set_device(local)
             return torch.device("cuda", local)
     if device is not None:
-        return torch.device(device)
+        return check_device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

@@ -12,12 +12,15 @@ Bundled models live in naflow_aug/models/: ``registry.json`` is
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import logging
 import math
 import os
 import pickle
 import re
+import reprlib
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .devices import check_device
 from .flow.model import NAFlow, NAFlowConfig
 from .runs import atomic_torch_save, config_from_dict, config_to_dict, sha256_file
 
@@ -40,19 +44,46 @@ _DROPPED_OFFICIAL_KEYS = re.compile(r"^(I|flowUpsamplerNet\.f\..*)$")
 # --------------------------------------------------------------------------- project format
 def save_checkpoint(model: NAFlow, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
     """Write weights + config + class names atomically; `extra` must be plain data (numbers, strings,...)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "config": config_to_dict(model.config),
         "classes": model.classes,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": state,
+        "state_sha256": state_sha256(state),
         "extra": extra or {},
     }
     return atomic_torch_save(payload, path)
 
 
-def _load_state(model: NAFlow, state: dict[str, Tensor], source: str) -> None:
-    """load_state_dict(strict=True) with a readable list of the first mismatches."""
+def state_sha256(state: dict[str, Tensor]) -> str:
+    """SHA-256 of a state dict's tensor payload: names, dtypes, shapes and bytes, in name order.
+
+    Recorded by `save_checkpoint` and checked on load, so flipped bytes in the tensor data are refused
+    instead of loading as a model that samples wrong noise.
+    """
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}\0{value.dtype}\0{tuple(value.shape)}\0".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_finite(state: dict[str, Tensor], source: str) -> None:
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise ValueError(
+                f"{source}: tensor {key!r} holds {bad} NaN/Inf value(s) of {value.numel()}; "
+                "the checkpoint is corrupt or comes from a diverged training run"
+            )
+
+
+def _load_state(model: NAFlow, state: dict[str, Tensor], source: str, sha256: str | None = None) -> None:
+    """load_state_dict(strict=True) with a readable list of the first mismatches; refuses tensor data that
+    differ from their recorded `state_sha256` and NaN/Inf values."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -64,17 +95,70 @@ def _load_state(model: NAFlow, state: dict[str, Tensor], source: str) -> None:
             f"unexpected keys {unexpected[:5]} ({len(unexpected)}), "
             f"shape mismatches (file vs model) {shapes[:5]} ({len(shapes)})"
         )
+    wrong_dtype = [f"{k}: {state[k].dtype} vs {v.dtype}" for k, v in own.items()
+                   if state[k].is_floating_point() != v.is_floating_point()]  # fmt: skip
+    if wrong_dtype:
+        raise ValueError(f"{source} does not fit the model: tensor dtypes (file vs model) {wrong_dtype[:5]}")
+    if sha256 is not None and sha256 != state_sha256(state):
+        raise ValueError(
+            f"{source}: the tensor data do not match the SHA-256 recorded when it was saved: the file is "
+            "corrupt (or its state_dict was edited outside save_checkpoint; such an edit must drop "
+            "'state_sha256')"
+        )
+    _check_finite(state, source)
     model.load_state_dict(state, strict=True)
+
+
+def _tensor_dict(state: Any, source: str) -> dict[str, Tensor]:
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise ValueError(f"{source}: 'state_dict' is not a mapping of tensor names to tensors")
+    wrong = [k for k, v in state.items() if not isinstance(v, Tensor)]
+    if wrong:
+        raise ValueError(f"{source}: state_dict entries {wrong[:5]} are not tensors")
+    return state
 
 
 def model_from_project_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> NAFlow:
     version = ckpt.get("format_version")
     if version != FORMAT_VERSION:
-        raise ValueError(f"{source}: unsupported format_version {version!r}, expected {FORMAT_VERSION}")
-    config = config_from_dict(NAFlowConfig, ckpt["config"], where=f"{source} config")
+        raise ValueError(
+            f"{source}: unsupported format_version {reprlib.repr(version)}, expected {FORMAT_VERSION}"
+        )
+    if not isinstance(ckpt.get("config"), dict):
+        raise ValueError(
+            f"{source}: no 'config' table (the model's architecture); got {type(ckpt.get('config')).__name__}"
+        )
+    state = _tensor_dict(ckpt.get("state_dict"), source)
+    try:
+        config = config_from_dict(NAFlowConfig, ckpt["config"], where=f"{source} config")
+    except TypeError as err:
+        raise ValueError(str(err)) from err
+    _check_size(config, state, source)
     model = NAFlow(config)
-    _load_state(model, ckpt["state_dict"], source)
+    _load_state(model, state, source, ckpt.get("state_sha256"))  # files before the checksum have none
     return model
+
+
+def _check_size(config: NAFlowConfig, state: dict[str, Tensor], source: str) -> None:
+    """Refuse a config whose model would dwarf the file's tensors before building it (a damaged number
+    must not allocate gigabytes ahead of `_load_state`'s shape check). Every width the config names is the
+    size of some stored tensor's dimension, and every flow step stores at least one tensor."""
+    latent = tuple(state["prior.mean"].shape) if "prior.mean" in state else None
+    steps = (config.levels + 1) * config.transition_steps + config.levels * config.conditional_steps
+    widest = max((max(v.shape, default=1) for v in state.values()), default=0)
+    widths = [config.encoder_channels] + ([config.hidden_channels] if config.conditional_steps else [])
+    square = config.latent_channels**2 if config.transition_steps else 0  # the last 1x1 conv's LU factors
+    if (
+        latent != (len(config.classes), config.latent_channels)
+        or steps > len(state)
+        or max(widths) > widest
+        or square > sum(v.numel() for v in state.values())
+    ):
+        raise ValueError(
+            f"{source} does not fit the model its config describes: prior.mean {latent} vs "
+            f"({len(config.classes)}, {config.latent_channels}) for {config.levels} levels, {steps} flow "
+            f"steps for {len(state)} tensors, widths {widths} for tensors at most {widest} wide"
+        )
 
 
 # --------------------------------------------------------------------------- official import
@@ -141,10 +225,19 @@ def model_from_official(ckpt: dict[str, Any], source: str = "official checkpoint
     """A NAFlow from an official checkpoint dict (Lightning: `state_dict` with `model.` prefixes, or a bare
     state dict). The unused tensors `I` and `flowUpsamplerNet.f.*` are dropped."""
     state = ckpt.get("state_dict", ckpt)
-    state = {k.removeprefix("model."): v for k, v in state.items() if isinstance(v, Tensor)}
+    if not isinstance(state, dict):
+        raise ValueError(f"{source}: 'state_dict' is a {type(state).__name__}, not a mapping of tensors")
+    state = {
+        k.removeprefix("model."): v for k, v in state.items() if isinstance(k, str) and isinstance(v, Tensor)
+    }
     hparams = ckpt.get("hyper_parameters", {}) if isinstance(ckpt.get("hyper_parameters"), dict) else {}
-    config = _official_config(state, _plain(hparams.get("network_G_config")))
-    model = NAFlow(config)
+    try:
+        config = _official_config(state, _plain(hparams.get("network_G_config")))
+    except (KeyError, IndexError, TypeError, ZeroDivisionError, ArithmeticError) as err:
+        raise ValueError(f"{source}: not a complete official NAFlow state dict ({type(err).__name__}: "
+                         f"{reprlib.repr(err.args[0]) if err.args else ''})") from err  # fmt: skip
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from err
     ours: dict[str, Tensor] = {}
     for key, value in state.items():
         if _DROPPED_OFFICIAL_KEYS.match(key) or re.match(r"(mean|cov)_shift_", key):
@@ -159,8 +252,14 @@ def model_from_official(ckpt: dict[str, Any], source: str = "official checkpoint
                 break
         else:
             ours[key] = value  # reported as unexpected by _load_state
-    ours["prior.mean"] = torch.stack([state[f"mean_shift_{c}"] for c in config.classes])
-    ours["prior.std"] = torch.stack([state[f"cov_shift_{c}"] for c in config.classes])
+    try:
+        ours["prior.mean"] = torch.stack([state[f"mean_shift_{c}"] for c in config.classes])
+        ours["prior.std"] = torch.stack([state[f"cov_shift_{c}"] for c in config.classes])
+    except (KeyError, RuntimeError) as err:
+        raise ValueError(f"{source}: the per-configuration mean_shift_*/cov_shift_* tensors do not match "
+                         f"each other ({reprlib.repr(str(err))})") from err  # fmt: skip
+    _check_size(config, ours, source)
+    model = NAFlow(config)
     for key in model.state_dict():
         if key.endswith("initialized"):
             ours[key] = torch.tensor(True)
@@ -207,32 +306,63 @@ _SAFE_GLOBALS: list[Any] = [(_stand_in(n), n) for n in _OMEGACONF] + [
 ]  # fmt: skip
 
 
-def _plain(obj: Any) -> Any:
-    """Stand-in OmegaConf containers/nodes -> plain dicts, lists and values."""
-    if isinstance(obj, _StandIn):
-        state = obj.state if isinstance(obj.state, dict) else {}
-        kind = type(obj).qualname
-        if kind.endswith(("DictConfig", "ListConfig")):
-            return _plain(state.get("_content"))
-        return _plain(state.get("_val"))
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
+# Bounds of the inert hyper-parameter reader: a few kilobytes of pickle can describe a list graph whose
+# shared references unfold exponentially, or nesting deep enough to overflow the stack.
+HPARAM_MAX_NODES = 100_000
+HPARAM_MAX_DEPTH = 200
 
 
-def _read(path: Path) -> Any:
+def _plain(obj: Any, max_nodes: int = HPARAM_MAX_NODES, max_depth: int = HPARAM_MAX_DEPTH) -> Any:
+    """Stand-in OmegaConf containers/nodes -> plain dicts, lists and values.
+
+    Each object is converted once (shared references share the result, so the work is linear in the
+    pickle's objects), at most `max_nodes` of them and `max_depth` deep; past that, ValueError.
+    """
+    done: dict[int, Any] = {}
+
+    def convert(o: Any, depth: int) -> Any:
+        if depth > max_depth:
+            raise ValueError(f"checkpoint hyper-parameters are nested deeper than {max_depth} levels")
+        if not isinstance(o, (_StandIn, dict, list, tuple)):
+            return o
+        if id(o) in done:
+            return done[id(o)]
+        if len(done) >= max_nodes:
+            raise ValueError(f"checkpoint hyper-parameters hold more than {max_nodes} containers")
+        done[id(o)] = None  # a container reached again while being converted (a cycle) reads as None
+        if isinstance(o, _StandIn):
+            state = o.state if isinstance(o.state, dict) else {}
+            key = "_content" if type(o).qualname.endswith(("DictConfig", "ListConfig")) else "_val"
+            out = convert(state.get(key), depth + 1)
+        elif isinstance(o, dict):
+            out = {k: convert(v, depth + 1) for k, v in o.items()}
+        else:
+            out = [convert(v, depth + 1) for v in o]
+        done[id(o)] = out
+        return out
+
+    return convert(obj, 0)
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """torch.load(weights_only=True) with the stand-ins; ValueError naming the file if it cannot be read."""
+    path = Path(path)
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except (
         pickle.UnpicklingError,
-        RuntimeError,
+        RuntimeError,  # RecursionError included
         EOFError,
         zipfile.BadZipFile,
         AttributeError,
         KeyError,
+        IndexError,  # e.g. a text file: the unpickler's stack underflows
+        TypeError,
+        ValueError,
+        OverflowError,
+        UnicodeDecodeError,
+        struct.error,
     ) as err:
         raise ValueError(
             f"{path} is not a readable checkpoint (torch.load weights_only=True failed: "
@@ -242,6 +372,13 @@ def _read(path: Path) -> Any:
 
 def model_from_checkpoint(ckpt: Any, source: str = "checkpoint") -> NAFlow:
     """A NAFlow (trainable, train mode) from a loaded checkpoint object of either format."""
+    try:
+        return _model_from_checkpoint(ckpt, source)
+    except RecursionError as err:  # any value nested deeper than Python can print or compare
+        raise ValueError(f"{source} holds values nested too deeply to be a NAFlow checkpoint") from err
+
+
+def _model_from_checkpoint(ckpt: Any, source: str) -> NAFlow:
     if not isinstance(ckpt, dict):
         raise ValueError(f"{source} is not a NAFlow checkpoint: it holds a {type(ckpt).__name__}, not a dict")
     if ckpt.get("format") == FORMAT:
@@ -288,6 +425,7 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device | None = No
 
     Sets `model.checkpoint_sha256` to the file's SHA-256.
     """
+    device = check_device(device)
     path = resolve(name_or_path)
     entry = _registry().get(str(name_or_path))
     digest = sha256_file(path)
@@ -295,7 +433,7 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device | None = No
         raise ValueError(
             f"bundled model {name_or_path!r} has SHA-256 {digest}, registry says {entry['sha256']}"
         )
-    model = model_from_checkpoint(_read(path), str(path))
+    model = model_from_checkpoint(read_checkpoint(path), str(path))
     if device is not None:
         model = model.to(device)
     model.checkpoint_sha256 = digest

@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calibrate(sub)
     _add_fit_baselines(sub)
     _add_demo(sub)
+    _add_debug(parser)
+    for command in sub.choices.values():
+        _add_debug(command)
     return parser
 
 
@@ -63,7 +66,7 @@ def _run_train(args: argparse.Namespace) -> int:
         config = training.load_train_config(args.config, preset_name=args.preset, overrides=overrides)
     try:
         results = training.train(config, Path(args.out), resume=args.resume, progress=not args.no_progress)
-    except (ValueError, training.NonFiniteLossError) as err:
+    except training.NonFiniteLossError as err:  # the data or settings diverge training: not a bug
         print(f"naflow-aug train: error: {err}", file=sys.stderr)
         return 2
     final = results.get("final_val", {})
@@ -100,17 +103,13 @@ def _run_refit_prior(args: argparse.Namespace) -> int:
     from naflow_aug.data.sidd import _load_uint8
     from naflow_aug.train import refit_prior
 
-    try:
-        model = naflow_aug.load(args.model, device=args.device)
-        records = _sidd_training_pairs(args.data, args.split)
-        if not records:
-            raise ValueError(f"no pairs in {args.data}" + (f" among split {args.split}'s training instances"
-                                                           if args.split else ""))
-        pairs = ((_load_uint8(r.noisy_path), _load_uint8(r.clean_path), r.cls) for r in records)
-        summary = refit_prior(model, pairs, max_size=args.max_size, progress=not args.no_progress)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"naflow-aug refit-prior: error: {e}", file=sys.stderr)
-        return 2
+    model = naflow_aug.load(args.model, device=args.device)
+    records = _sidd_training_pairs(args.data, args.split)
+    if not records:
+        raise ValueError(f"no pairs in {args.data}" + (f" among split {args.split}'s training instances"
+                                                       if args.split else ""))
+    pairs = ((_load_uint8(r.noisy_path), _load_uint8(r.clean_path), r.cls) for r in records)
+    summary = refit_prior(model, pairs, max_size=args.max_size, progress=not args.no_progress)
     extra = {"prior_refit": {"from": str(args.model), "from_sha256": model.checkpoint_sha256,
                              "data": str(args.data), "split": args.split or "", "pairs": summary["pairs"],
                              "max_size": args.max_size}}  # fmt: skip
@@ -153,9 +152,6 @@ def _run_simulate(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
         stats = simcam.noise_statistics(result.root)
-    except ValueError as err:
-        print(f"naflow-aug simulate: error: {err}", file=sys.stderr)
-        return 2
     finally:
         torch.set_num_threads(threads)
     data_dir = result.root / "Data"
@@ -258,35 +254,44 @@ def _run_bench(args: argparse.Namespace) -> int:
             seed=seed,
         )
 
-    try:
-        if args.seeds is not None:
-            summary = bench_seeds.run_seeds(args.out, bench_seeds.parse_seeds(args.seeds), run_one)
-            if summary:
-                print(bench_seeds.seeds_markdown(summary), end="")
-                print(f"results: {args.out}/results.json, results.md, curves.png; runs in {args.out}/seed-N/")
-            return 0
-        results = run_one(args.out, args.seed)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"naflow-aug bench: error: {err}", file=sys.stderr)
-        return 2
+    if args.seeds is not None:
+        summary = bench_seeds.run_seeds(args.out, bench_seeds.parse_seeds(args.seeds), run_one)
+        if summary:
+            print(bench_seeds.seeds_markdown(summary), end="")
+            print(f"results: {args.out}/results.json, results.md, curves.png; runs in {args.out}/seed-N/")
+        return 0
+    results = run_one(args.out, args.seed)
     if results.get("rows"):
         print(bench.results_markdown(results["rows"]), end="")
         print(f"results: {args.out}/results.json, results.md, grid.png, curves.png")
     return 0
 
 def _add_sample(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="add NAFlow noise to clean image(s); write noisy PNGs and a grid")
-    p.add_argument("clean", nargs="+", help="clean image file(s) (cropped to a multiple of 8 if needed)")
+    p = sub.add_parser("sample", help="add noise to clean image(s); write noisy PNGs and a grid")
+    p.add_argument("clean", nargs="+", help="clean image file(s) (model noise: cropped to a multiple of 8)")
     p.add_argument("--model", default="sidd-mini", help="bundled model name or checkpoint path")
     p.add_argument("--noise", default="random",
-                   help="random (a random camera configuration per image), config:<NAME> "
-                        "(e.g. config:S6_03200), or nas (noise-aware sampling from --reference)")
+                   help="any noise source spelling: random (a random camera configuration per image), "
+                        "config:<NAME>, weights:<...>, nas (from --reference), profile:<file.json>, "
+                        "gaussian:<sigma>, gaussian-per-config:<baselines.json>, ..., real")  # fmt: skip
     p.add_argument("--reference", nargs="+", default=[],
-                   help="with --noise nas: real noisy image(s), one for all or one per clean image")
+                   help="with --noise nas or real: the real noisy image(s) of the same size, one for all or "
+                        "one per clean image")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="samples", help="output folder (default: samples)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.set_defaults(func=_run_sample)
+
+
+def _sample_names(paths: list[str]) -> list[str]:
+    """One output name per input: ``<stem>_noisy.png``, numbered by position where stems repeat (so
+    ``a/img0.png b/img0.png`` do not overwrite each other)."""
+    from collections import Counter
+    from pathlib import Path
+
+    stems = [Path(p).stem for p in paths]
+    repeated = {s for s, n in Counter(stems).items() if n > 1}
+    return [f"{s}_{i}_noisy.png" if s in repeated else f"{s}_noisy.png" for i, s in enumerate(stems)]
 
 
 def _run_sample(args: argparse.Namespace) -> int:
@@ -294,53 +299,59 @@ def _run_sample(args: argparse.Namespace) -> int:
 
     import torch
 
-    import naflow_aug
     from naflow_aug.data.images import load_image, write_png
+    from naflow_aug.sampling import ModelSource, make_noise_source
 
-    def fail(message: str) -> int:
-        print(f"naflow-aug sample: error: {message}", file=sys.stderr)
-        return 2
-
-    noise = args.noise
-    if noise not in ("random", "nas") and not noise.startswith("config:"):
-        return fail(f"--noise must be random, config:<NAME> or nas, got {noise!r}")
-    if noise == "nas" and len(args.reference) not in (1, len(args.clean)):
-        return fail(f"--noise nas needs --reference: one image or one per clean image ({len(args.clean)})")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        model = naflow_aug.load(args.model, device=device)
-        if noise.startswith("config:"):
-            model.class_index(noise.removeprefix("config:"))
-        generator = torch.Generator().manual_seed(args.seed)
-        out = Path(args.out)
-        rows = []
-        for i, path in enumerate(args.clean):
-            clean = load_image(path)
-            m = model.size_multiple
-            h, w = clean.shape[1] // m * m, clean.shape[2] // m * m
-            if (h, w) != tuple(clean.shape[1:]):
-                print(f"{path}: cropped {clean.shape[1]}x{clean.shape[2]} to {h}x{w} (multiple of {m})")
-            clean = clean[None, :, :h, :w].to(device)
-            kwargs: dict = {"config": noise.removeprefix("config:")} if noise != "nas" else {}
-            if noise == "nas":
-                ref = load_image(args.reference[i if len(args.reference) > 1 else 0])[None, :, :h, :w]
-                if ref.shape != clean.shape:
-                    return fail(f"reference {tuple(ref.shape[2:])} is smaller than {path} ({h}x{w})")
-                kwargs["reference"] = ref.to(device)
-            noisy, params = model.sample(clean, generator=generator, return_params=True, **kwargs)
-            dest = write_png(out / f"{Path(path).stem}_noisy.png", noisy[0])
-            top = params.weights[0].topk(min(3, model.num_classes))
-            pairs = zip(*top, strict=True)
-            mix = ", ".join(f"{model.classes[int(k)]} {float(v):.2f}" for v, k in pairs if v >= 0.005)
-            print(f"{dest}: seed {int(params.seeds[0])}, configuration weights {mix}")
-            noise_vis = (0.5 + 4 * (noisy - clean)).clamp(0, 1)  # noise x4 around mid-grey
-            rows.append(torch.cat([clean[0], noisy[0], noise_vis[0]], dim=2).cpu())
-    except (ValueError, FileNotFoundError) as err:
-        return fail(str(err))
+    source = make_noise_source(args.noise, args.model, device=device)
+    if source.needs_reference and len(args.reference) not in (1, len(args.clean)):
+        raise ValueError(f"--noise {args.noise} needs --reference: one image or one per clean image "
+                         f"({len(args.clean)})")  # fmt: skip
+    if args.reference and not source.needs_reference:
+        raise ValueError(f"--reference is only used by --noise nas or real, not {args.noise}")
+    model = source.model if isinstance(source, ModelSource) else None
+    m = model.size_multiple if model is not None else 1
+    generator = torch.Generator().manual_seed(args.seed)
+    out = Path(args.out)
+    rows = []
+    for path, name, i in zip(args.clean, _sample_names(args.clean), range(len(args.clean)), strict=True):
+        clean = load_image(path)
+        full = tuple(clean.shape[1:])
+        h, w = full[0] // m * m, full[1] // m * m
+        if (h, w) != full:
+            print(f"{path}: cropped {full[0]}x{full[1]} to {h}x{w} (multiple of {m})")
+        clean = clean[None, :, :h, :w]
+        reference = None
+        if source.needs_reference:
+            ref_path = args.reference[i if len(args.reference) > 1 else 0]
+            reference = load_image(ref_path)[None]
+            if tuple(reference.shape[2:]) not in (full, (h, w)):
+                raise ValueError(f"reference {ref_path} is {reference.shape[2]}x{reference.shape[3]}, "
+                                 f"clean image {path} is {full[0]}x{full[1]}: they must be the same size")
+            reference = reference[:, :, :h, :w]
+        if model is not None:
+            clean = clean.to(device)
+            reference = None if reference is None else reference.to(device)
+        noisy, params = source(clean, reference=reference, generator=generator)
+        dest = write_png(out / name, noisy[0])
+        print(f"{dest}: seed {int(params.seeds[0])}, {_describe_params(params)}")
+        noise_vis = (0.5 + 4 * (noisy - clean)).clamp(0, 1)  # noise x4 around mid-grey
+        rows.append(torch.cat([clean[0], noisy[0], noise_vis[0]], dim=2).cpu())
     width = max(r.shape[2] for r in rows)
     grid = torch.cat([torch.nn.functional.pad(r, (0, width - r.shape[2]), value=1.0) for r in rows], dim=1)
     print(f"grid (rows: images; columns: clean, noisy, noise x4 + 0.5): {write_png(out / 'grid.png', grid)}")
     return 0
+
+
+def _describe_params(params) -> str:
+    if params.weights is not None and params.classes:
+        top = params.weights[0].topk(min(3, len(params.classes)))
+        pairs = zip(*top, strict=True)
+        mix = ", ".join(f"{params.classes[int(k)]} {float(v):.2f}" for v, k in pairs if v >= 0.005)
+        return f"configuration weights {mix}"
+    if params.configs:
+        return f"configuration {params.configs[0]}"
+    return f"noise {params.source}"
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -382,20 +393,16 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        config = gen.GenerateConfig(
-            out=args.out, source=args.source, model=args.model, source_kind=args.source_kind,
-            noise=args.noise,
-            crop=args.crop, crops=args.crops, stride=args.stride, crops_per_image=args.crops_per_image,
-            samples_per_crop=args.samples_per_crop, seed=args.seed, batch_size=args.batch_size,
-            part_size=args.part_size, max_images=args.max_images, device=args.device,
-            compression=args.compression, join=args.join, resume=args.resume, overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )  # fmt: skip
-        result = gen.generate(config, command=sys.argv[1:])
-    except (ValueError, OSError) as err:
-        print(f"naflow-aug generate: error: {err}", file=sys.stderr)
-        return 2
+    config = gen.GenerateConfig(
+        out=args.out, source=args.source, model=args.model, source_kind=args.source_kind,
+        noise=args.noise,
+        crop=args.crop, crops=args.crops, stride=args.stride, crops_per_image=args.crops_per_image,
+        samples_per_crop=args.samples_per_crop, seed=args.seed, batch_size=args.batch_size,
+        part_size=args.part_size, max_images=args.max_images, device=args.device,
+        compression=args.compression, join=args.join, resume=args.resume, overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    result = gen.generate(config, command=sys.argv[1:])
     if result.already_complete:
         print(f"{result.out} is already complete ({result.num_samples} samples); nothing to do")
     else:
@@ -418,12 +425,8 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 def _run_verify(args: argparse.Namespace) -> int:
     from naflow_aug import generate as gen
 
-    try:
-        report = gen.verify(args.file, regenerate=args.regenerate, seed=args.seed, device=args.device,
-                            tolerance=args.tolerance)  # fmt: skip
-    except (ValueError, OSError) as err:
-        print(f"naflow-aug verify: error: {err}", file=sys.stderr)
-        return 2
+    report = gen.verify(args.file, regenerate=args.regenerate, seed=args.seed, device=args.device,
+                        tolerance=args.tolerance)  # fmt: skip
     s = report.summary
     print(f"{args.file}: {s.get('num_samples', '?')} samples of {s.get('shape', '?')}, "
           f"complete={s.get('complete')}, virtual={s.get('virtual')}")  # fmt: skip
@@ -457,18 +460,13 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     from naflow_aug.profiles import calibrate_folder
 
     if args.pairs is None and args.manifest is None:
-        print("naflow-aug calibrate: error: give --pairs DIR or --manifest CSV", file=sys.stderr)
-        return 2
-    try:
-        model = naflow_aug.load(args.model or "sidd-mini", device=args.device)
-        profile = calibrate_folder(
-            model, args.pairs, noisy_token=args.noisy_token, clean_token=args.clean_token,
-            manifest=args.manifest, max_pairs=args.max_pairs, temperature=args.temperature, top_k=args.top_k,
-            progress=not args.no_progress,
-        )  # fmt: skip
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"naflow-aug calibrate: error: {e}", file=sys.stderr)
-        return 2
+        raise ValueError("give --pairs DIR or --manifest CSV")
+    model = naflow_aug.load(args.model or "sidd-mini", device=args.device)
+    profile = calibrate_folder(
+        model, args.pairs, noisy_token=args.noisy_token, clean_token=args.clean_token,
+        manifest=args.manifest, max_pairs=args.max_pairs, temperature=args.temperature, top_k=args.top_k,
+        progress=not args.no_progress,
+    )  # fmt: skip
     path = profile.save(args.out)
     top = ", ".join(f"{name} {w:.3f}" for name, w in profile.top(5))
     print(f"profile from {profile.pairs} pairs written to {path}; top configurations: {top}")
@@ -494,23 +492,18 @@ def _run_fit_baselines(args: argparse.Namespace) -> int:
 
     given = [x is not None for x in (args.data, args.pairs, args.manifest)]
     if sum(given) != 1:
-        print("naflow-aug fit-baselines: error: give one of --data, --pairs, --manifest", file=sys.stderr)
-        return 2
-    try:
-        if args.data is not None:
-            pairs = _sidd_training_pairs(args.data, args.split)
-            records = [(r.clean_path, r.noisy_path, r.cls) for r in pairs]
-        else:
-            from naflow_aug.data.folders import scan_paired_folders
+        raise ValueError("give one of --data, --pairs, --manifest")
+    if args.data is not None:
+        pairs = _sidd_training_pairs(args.data, args.split)
+        records = [(r.clean_path, r.noisy_path, r.cls) for r in pairs]
+    else:
+        from naflow_aug.data.folders import scan_paired_folders
 
-            records = [(r.clean_path, r.noisy_path, r.cls) for r in
-                       scan_paired_folders(args.pairs, manifest=args.manifest, label=args.label)]  # fmt: skip
-        if not records:
-            raise ValueError("no pairs found")
-        baselines = fit_baselines_from_files(records, bins=args.bins, progress=not args.no_progress)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"naflow-aug fit-baselines: error: {e}", file=sys.stderr)
-        return 2
+        records = [(r.clean_path, r.noisy_path, r.cls) for r in
+                   scan_paired_folders(args.pairs, manifest=args.manifest, label=args.label)]  # fmt: skip
+    if not records:
+        raise ValueError("no pairs found")
+    baselines = fit_baselines_from_files(records, bins=args.bins, progress=not args.no_progress)
     path = baselines.save(args.out)
     print(f"baselines of {len(baselines.classes)} configurations from {len(records)} pairs written to {path}")
     for name in baselines.classes:
@@ -544,21 +537,53 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        results = run_demo(args.out, data=args.data, model=args.model, device=args.device, size=args.size,
-                           progress=not args.no_progress, resume=args.resume, seed=args.seed,
-                           threads=args.threads)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"naflow-aug demo: error: {err}", file=sys.stderr)
-        return 2
+    results = run_demo(args.out, data=args.data, model=args.model, device=args.device, size=args.size,
+                       progress=not args.no_progress, resume=args.resume, seed=args.seed,
+                       threads=args.threads)
     total = sum(v for k, v in results["timings"].items() if not k.startswith("total"))
     print(f"report: {args.out}/report.html (and report.md, results.json); stages took {total:.0f} s")
     return 0
 
 
+# what each command's --out names: checked writable before any work is done
+_OUT_KIND = {"train": "dir", "refit-prior": "file", "generate": "file", "sample": "dir", "simulate": "dir",
+             "bench": "dir", "calibrate": "file", "fit-baselines": "file", "demo": "dir"}  # fmt: skip
+# what a user can cause by what they give (files, values, devices); anything else is a bug: traceback
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError)
+
+
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error instead of one `error:` line")  # fmt: skip
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    from naflow_aug.devices import check_device
+    from naflow_aug.runs import check_writable
+
+    if getattr(args, "device", None) is not None:
+        check_device(args.device)
+    if args.command in _OUT_KIND and getattr(args, "out", None):
+        check_writable(args.out, _OUT_KIND[args.command])  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    """Run one command. Every expected user error ends as one `naflow-aug CMD: error: ...` line on stderr
+    and exit code 2 (argparse's own convention); `--debug` shows the traceback instead."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _preflight(args)
+        return int(args.func(args) or 0)
+    except USER_ERRORS as err:
+        if getattr(args, "debug", False):
+            raise
+        message = str(err) or type(err).__name__
+        print(f"naflow-aug {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"naflow-aug {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

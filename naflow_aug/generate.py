@@ -900,6 +900,10 @@ def verify(
             problems.append(
                 f"meta/noise holds {sorted(modes)} but the file's noise mode is {attrs.get('noise')!r}"
             )
+    flat = hdf5.flat_samples(path, "noisy")
+    if flat:
+        problems.append(f"{len(flat)} noisy samples are one flat colour (no noise: a model with NaN or "
+                        f"broken weights?), e.g. sample(s) {flat[:5]}")  # fmt: skip
     if regenerate <= 0 or problems:
         return report
     if noise_fn is None:
@@ -945,6 +949,9 @@ def verify(
             reference = _to_float_bchw(np.stack(ref_rows), noise_fn.device) if ref_rows else None
             seeds = torch.from_numpy(f["meta/seed"][idx])
             noisy, _ = noise_fn(_to_float_bchw(clean, noise_fn.device), reference, seeds, labels)
+            if not bool(torch.isfinite(noisy).all()):
+                problems.append(f"the regenerated noisy samples {idx.tolist()} hold NaN or Inf values")
+                return report
             made = _to_uint8_hwc(noisy).astype(np.int16)
             for i, a, b in zip(idx, made, stored_noisy, strict=True):
                 d = int(np.abs(a - b.astype(np.int16)).max())

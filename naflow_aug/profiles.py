@@ -8,7 +8,6 @@ mixture weights (by class name), and how many pairs and which files they came fr
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -21,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from naflow_aug import tiling
-from naflow_aug.runs import atomic_write_json
+from naflow_aug.runs import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -124,15 +123,7 @@ class NoiseProfile:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> NoiseProfile:
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"noise profile file {str(path)!r} does not exist")
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"noise profile {str(path)!r} is not valid JSON: {e}") from e
-        return cls.from_dict(data, where=str(path))
+        return cls.from_dict(read_json(path, "noise profile file"), where=str(path))
 
 
 def calibrate(

@@ -24,7 +24,6 @@ so a batch equals its items run one at a time, as in ``NAFlow.sample``.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -39,6 +38,7 @@ from naflow_aug import tiling
 from naflow_aug.baselines import Baselines, sample_gaussian, sample_poisson_gaussian
 from naflow_aug.flow.model import draw_item_noise
 from naflow_aug.flow.noise_level import LEVELS, check_level, match_noise_level, noise_std
+from naflow_aug.runs import read_json
 
 log = logging.getLogger(__name__)
 
@@ -569,19 +569,12 @@ def parse_weights(arg: str, classes: Sequence[str]) -> torch.Tensor:
     classes = list(classes)
     data: Any
     if arg.endswith(".json") or Path(arg).is_file():
-        path = Path(arg)
-        if not path.is_file():
-            raise ValueError(f"weights file {arg!r} does not exist")
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = read_json(arg, "weights file")
         if isinstance(data, dict) and "weights" in data:
-            if (
-                "classes" in data
-                and list(data["classes"]) != classes
-                and not isinstance(data["weights"], dict)
-            ):
+            recorded = data.get("classes")
+            if recorded is not None and (not isinstance(recorded, list) or recorded != classes):
                 raise ValueError(
-                    f"weights file {arg!r} is for classes {list(data['classes'])}, the model has {classes}"
+                    f"weights file {arg!r} was made for classes {recorded}, the model has {classes}"
                 )
             data = data["weights"]
     else:
@@ -590,6 +583,8 @@ def parse_weights(arg: str, classes: Sequence[str]) -> torch.Tensor:
             data = {}
             for p in parts:
                 name, _, value = p.partition("=")
+                if name.strip() in data:
+                    raise ValueError(f"weights {arg!r} name configuration {name.strip()!r} twice")
                 data[name.strip()] = _float(value, arg)
         else:
             data = [_float(p, arg) for p in parts]
@@ -599,13 +594,13 @@ def parse_weights(arg: str, classes: Sequence[str]) -> torch.Tensor:
             raise ValueError(
                 f"weights name configurations {unknown} that the model lacks; model classes: {classes}"
             )
-        w = torch.tensor([float(data.get(n, 0.0)) for n in classes], dtype=torch.float64)
+        w = torch.tensor([_number(data.get(n, 0.0), arg) for n in classes], dtype=torch.float64)
     elif isinstance(data, list):
         if len(data) != len(classes):
             raise ValueError(
                 f"weights {arg!r} give {len(data)} values; the model has {len(classes)} classes {classes}"
             )
-        w = torch.tensor([float(v) for v in data], dtype=torch.float64)
+        w = torch.tensor([_number(v, arg) for v in data], dtype=torch.float64)
     else:
         raise ValueError(
             f"weights {arg!r}: expected a list or a {{name: weight}} mapping, got {type(data).__name__}"
@@ -613,6 +608,12 @@ def parse_weights(arg: str, classes: Sequence[str]) -> torch.Tensor:
     if not torch.isfinite(w).all() or (w < 0).any() or float(w.sum()) <= 0:
         raise ValueError(f"weights {arg!r} must be finite, >= 0 and not all zero, got {w.tolist()}")
     return (w / w.sum()).to(torch.float32)
+
+
+def _number(value: Any, arg: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"weights {arg!r}: {value!r} is not a number")
+    return float(value)
 
 
 def _float(text: str, arg: str) -> float:

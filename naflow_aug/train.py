@@ -33,6 +33,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .data.sidd import _load_uint8
+from .devices import check_device
 from .runs import RunDir, atomic_torch_save, build_seeded, config_from_dict, config_to_dict, read_toml
 
 logger = logging.getLogger(__name__)
@@ -354,13 +355,16 @@ def _build_model(config: TrainConfig, data_classes: Sequence[str]) -> nn.Module:
     return NAFlow(model_config)
 
 
-def _model_from_checkpoint(state: Mapping[str, Any]) -> nn.Module:
-    from .flow.model import NAFlow, NAFlowConfig
+def _model_from_checkpoint(state: Mapping[str, Any], source: str = "training checkpoint") -> nn.Module:
+    """The model of a training checkpoint, through the one model-checkpoint validator (config, shapes,
+    finite values, the tensor checksum where recorded)."""
+    from .checkpoints import FORMAT_VERSION, model_from_project_checkpoint
 
-    model_config = config_from_dict(NAFlowConfig, state["model_config"], where="checkpoint model")
-    model = NAFlow(model_config)
-    model.load_state_dict(state["model"], strict=True)
-    return model
+    return model_from_project_checkpoint(
+        {"format_version": FORMAT_VERSION, "config": state.get("model_config"),
+         "state_dict": state.get("model"), "state_sha256": state.get("model_sha256")},
+        f"{source} (model)",
+    )  # fmt: skip
 
 
 def _latent_parameter_names(model: nn.Module) -> set[str]:
@@ -445,7 +449,7 @@ def _setup_distributed(device_name: str) -> _Dist:
 def _select_device(name: str, local_rank: int) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
+    device = check_device(name)
     if device.type == "cuda" and device.index is None:
         device = torch.device(f"cuda:{local_rank}")
     return device
@@ -465,7 +469,9 @@ def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from .checkpoints import read_checkpoint
+
+    state = read_checkpoint(path)
     if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a naflow-aug training checkpoint (format {_CHECKPOINT_FORMAT})")
     return state
@@ -658,6 +664,9 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     if not config.data:
         raise ValueError("TrainConfig.data is empty: give the folder of (clean, noisy) pairs")
+    if not Path(config.data).is_dir():
+        raise ValueError(f"TrainConfig.data {config.data!r} is not a folder of (clean, noisy) pairs")
+    check_device(config.device)
     run_path = Path(run_dir)
     ckpt_path = run_path / CHECKPOINT_NAME
     if not resume and ckpt_path.exists():
@@ -678,7 +687,7 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
            ddp: _Dist) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    from .checkpoints import save_checkpoint
+    from .checkpoints import save_checkpoint, state_sha256
 
     run = RunDir(run_path) if ddp.main else None
     ckpt_path = run_path / CHECKPOINT_NAME
@@ -705,7 +714,7 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
         raise ValueError(f"no training pairs in {config.data} ({split_desc})")
 
     if state is not None:
-        model = _model_from_checkpoint(state)
+        model = _model_from_checkpoint(state, str(ckpt_path))
     else:
         # The initial weights are a function of the seed; torch's global RNG is left as it was.
         labels = sorted({p.label for p in train_pairs})
@@ -785,7 +794,8 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
                 "step": step,
                 "config": config_to_dict(config),
                 "model_config": config_to_dict(model.config),
-                "model": model.state_dict(),
+                "model": (model_state := model.state_dict()),
+                "model_sha256": state_sha256(model_state),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "rng": _rng_state(device),

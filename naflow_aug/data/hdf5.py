@@ -423,6 +423,19 @@ def _check_pairs_file(path: Path, require_complete: bool) -> tuple[int, tuple[in
         return int(f["clean"].shape[0]), tuple(f["clean"].shape[1:3])
 
 
+def flat_samples(path: str | os.PathLike, key: str = "noisy", chunk: int = 64) -> list[int]:
+    """Indices of the samples of ``key`` whose every value is the same (a black or grey image: what a
+    model with NaN weights writes); reads the dataset in chunks of ``chunk`` samples."""
+    flat: list[int] = []
+    with h5py.File(path, "r") as f:
+        data = f[key]
+        for start in range(0, data.shape[0], chunk):
+            rows = data[start : start + chunk].reshape(min(chunk, data.shape[0] - start), -1)
+            same = (rows == rows[:, :1]).all(axis=1)
+            flat.extend(start + int(i) for i in np.flatnonzero(same))
+    return flat
+
+
 class HDF5PairDataset(Dataset):
     """(clean, noisy) pairs from one or many generated HDF5 files, as ``dict(clean, noisy)`` float (3, h, w).
 
