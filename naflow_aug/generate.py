@@ -883,6 +883,9 @@ def verify(
     the recorded global seed, weights, crop boxes, noise mode, model hash) and, with ``regenerate=k``,
     re-make ``k`` random samples (chosen with ``seed``) from their recorded source crop and seed and compare:
     ``clean`` must be equal, ``noisy`` within ``tolerance`` grey levels (0 = byte-exact)."""
+    for name, value in (("regenerate", regenerate), ("tolerance", tolerance)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
     path = Path(path)
     summary, problems = hdf5.check_structure(path)
     report = VerifyReport(path, summary, problems)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from naflow_aug import tiling
 from naflow_aug.baselines import Baselines, sample_gaussian, sample_poisson_gaussian
 from naflow_aug.flow.model import draw_item_noise
 from naflow_aug.flow.noise_level import LEVELS, check_level, match_noise_level, noise_std
+from naflow_aug.flow.seeds import as_seeds, check_seed
 from naflow_aug.runs import read_json
 
 log = logging.getLogger(__name__)
@@ -101,7 +103,7 @@ def draw_seeds(n: int, generator: torch.Generator | None = None) -> torch.Tensor
 
 def item_generator(seed: int | torch.Tensor) -> torch.Generator:
     """The CPU generator that all of one item's randomness comes from."""
-    return torch.Generator("cpu").manual_seed(int(seed))
+    return torch.Generator("cpu").manual_seed(check_seed(seed))
 
 
 # --------------------------------------------------------------------------------------------- checking
@@ -259,9 +261,7 @@ class NoiseSource:
         if seeds is None:
             seeds = draw_seeds(n, generator)
         else:
-            seeds = torch.as_tensor(seeds, dtype=torch.int64).reshape(-1).cpu()
-            if seeds.shape[0] != n:
-                raise ValueError(f"got {seeds.shape[0]} seeds for a batch of {n} images")
+            seeds = as_seeds(seeds, n)
         params = self._draw(clean, ref, self._label_names(labels, n), seeds)
         return self._apply(clean, params, ref), params
 
@@ -286,6 +286,8 @@ class NoiseSource:
         if isinstance(labels, str):
             labels = [labels] * n
         if isinstance(labels, torch.Tensor):
+            if labels.dtype == torch.bool or labels.is_floating_point():
+                raise TypeError(f"labels must be configuration names or integer ids, not {labels.dtype}")
             labels = labels.reshape(-1).tolist()
         labels = list(labels)
         if len(labels) != n:
@@ -294,8 +296,8 @@ class NoiseSource:
         for label in labels:
             if label is None or isinstance(label, str):
                 names.append(label)
-            elif self.classes is not None and isinstance(label, int) and 0 <= label < len(self.classes):
-                names.append(self.classes[label])
+            elif self.classes is not None and _is_class_id(label, len(self.classes)):
+                names.append(self.classes[int(label)])
             else:
                 raise ValueError(
                     f"label {label!r} is neither a configuration name nor an id into "
@@ -367,6 +369,7 @@ class ModelSource(NoiseSource):
             if weights is None or weights.shape != (len(self.classes),):
                 raise ValueError(f"{spec!r} needs weights of shape ({len(self.classes)},)")
         self.fixed_weights = None if weights is None else weights.detach().to(torch.float32).cpu()
+        tiling.check_tiling(tile_size, overlap, model.size_multiple)
         self.temperature = temperature
         self.top_k = top_k
         self.tile_size = tile_size
@@ -608,6 +611,11 @@ def parse_weights(arg: str, classes: Sequence[str]) -> torch.Tensor:
     if not torch.isfinite(w).all() or (w < 0).any() or float(w.sum()) <= 0:
         raise ValueError(f"weights {arg!r} must be finite, >= 0 and not all zero, got {w.tolist()}")
     return (w / w.sum()).to(torch.float32)
+
+
+def _is_class_id(label: Any, num_classes: int) -> bool:
+    """An integer id in [0, num_classes); a bool is not one (True would silently be class 1)."""
+    return isinstance(label, numbers.Integral) and not isinstance(label, bool) and 0 <= label < num_classes
 
 
 def _number(value: Any, arg: str) -> float:

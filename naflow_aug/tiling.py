@@ -55,6 +55,28 @@ def _splits(size: int, core: int, multiple: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 
 
+def check_tiling(tile_size: int | None, overlap: int, multiple: int) -> int:
+    """Validate tiling settings (at construction, not deep in a call); returns the core size (0: untiled).
+
+    ``tile_size``: None (never tile) or an int whose tiles keep a core after ``overlap`` (an int >= 0)
+    pixels of context on each side, both rounded to ``multiple``.
+    """
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+        raise ValueError(f"overlap must be an integer >= 0 pixels, got {overlap!r}")
+    if tile_size is None:
+        return 0
+    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1:
+        raise ValueError(f"tile_size must be None or a positive integer, got {tile_size!r}")
+    rounded = math.ceil(overlap / multiple) * multiple
+    core = tile_size // multiple * multiple - 2 * rounded
+    if core < multiple:
+        raise ValueError(
+            f"tile_size {tile_size} leaves no core after an overlap of {rounded} on each side "
+            f"(need tile_size >= 2*overlap + {multiple}, overlap rounded up to a multiple of {multiple})"
+        )
+    return core
+
+
 def make_tiles(height: int, width: int, multiple: int, tile_size: int | None, overlap: int) -> list[Tile]:
     """Tiles covering a (height, width) image whose sides are multiples of ``multiple``.
 
@@ -63,16 +85,10 @@ def make_tiles(height: int, width: int, multiple: int, tile_size: int | None, ov
     """
     if height % multiple or width % multiple:
         raise ValueError(f"image size {height}x{width} is not a multiple of {multiple}; pad it first")
+    core = check_tiling(tile_size, overlap, multiple)
     if tile_size is None or (height <= tile_size and width <= tile_size):
         return [Tile((0, height, 0, width), (0, height, 0, width))]
     overlap = math.ceil(overlap / multiple) * multiple
-    tile_size = tile_size // multiple * multiple
-    core = tile_size - 2 * overlap
-    if core < multiple:
-        raise ValueError(
-            f"tile_size {tile_size} leaves no core after an overlap of {overlap} on each side "
-            f"(need tile_size >= 2*overlap + {multiple})"
-        )
     tiles = []
     for y0, y1 in _splits(height, core, multiple):
         for x0, x1 in _splits(width, core, multiple):

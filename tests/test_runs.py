@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +44,30 @@ def test_run_dir_log_skips_torn_line(tmp_path):
     assert not run.finished
     run.write_results({"ok": True})
     assert run.finished
+
+
+def test_atomic_writes_honour_the_umask_and_keep_an_existing_mode(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    import numpy as np
+
+    from naflow_aug.data.images import write_png
+    from naflow_aug.runs import atomic_write_json, atomic_write_text, current_umask
+
+    def mode(p: Path) -> int:
+        return stat.S_IMODE(p.stat().st_mode)
+
+    before = os.umask(0o022)
+    try:
+        assert current_umask() == 0o022
+        assert mode(atomic_write_text(tmp_path / "a.txt", "x")) == 0o644  # before: 0600 (mkstemp)
+        assert mode(write_png(tmp_path / "a.png", np.zeros((2, 2, 3), np.uint8))) == 0o644
+        os.umask(0o027)
+        assert current_umask() == 0o027
+        assert mode(atomic_write_json(tmp_path / "b.json", {})) == 0o640
+        os.chmod(tmp_path / "a.txt", 0o664)
+        atomic_write_text(tmp_path / "a.txt", "rewritten")  # a rewrite keeps the file's own mode
+        assert mode(tmp_path / "a.txt") == 0o664 and (tmp_path / "a.txt").read_text() == "rewritten"
+    finally:
+        os.umask(before)

@@ -6,9 +6,11 @@ truncated or unsupported one ``ValueError``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +44,22 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     path = Path(path)
     _check_exists(path)
     try:
-        with Image.open(path) as im:
+        with _opened(path) as im:
             w, h = im.size
-    except _READ_ERRORS as e:
+    except _READ_ERRORS + (Image.DecompressionBombWarning,) as e:
         raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
     return h, w
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    """Image.open refusing what read_image refuses: over PIL's pixel limit (``Image.MAX_IMAGE_PIXELS``,
+    ~89 Mpx) is an error already when only the header is read, so a job that plans from image sizes
+    fails before it writes its plan, not when it reaches the pixels."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as im:
+            yield im
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -54,15 +67,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     _check_exists(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                if im.mode in _HIGH_DEPTH_MODES:
-                    raise ValueError(
-                        f"{path}: image mode {im.mode!r} (16-bit/float) is not supported; expected 8-bit"
-                    )
-                im.load()
-                rgb = im.convert("RGB")
+        with _opened(path) as im:
+            if im.mode in _HIGH_DEPTH_MODES:
+                raise ValueError(
+                    f"{path}: image mode {im.mode!r} (16-bit/float) is not supported; expected 8-bit"
+                )
+            im.load()
+            rgb = im.convert("RGB")
     except _READ_ERRORS + (Image.DecompressionBombWarning,) as e:
         if isinstance(e, ValueError) and str(e).startswith(str(path)):
             raise

@@ -17,6 +17,7 @@ from .latent import MIX_MODES, ClassGaussians
 from .layers import Squeeze
 from .noise_level import check_level, match_noise_level
 from .noise_level import noise_std as noise_std_of
+from .seeds import as_seeds
 
 SIDD_CLASSES: tuple[str, ...] = (
     "G4_00100", "G4_00200", "G4_00400", "G4_00800",
@@ -197,6 +198,13 @@ class NAFlow(nn.Module):
         if not isinstance(z, Tensor) or tuple(z.shape) != expected:
             got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
             raise ValueError(f"z must have shape {expected} for this clean image, got {got}")
+        self._check_finite_latent(z)
+
+    def _check_finite_latent(self, z: Tensor) -> None:
+        if not isinstance(z, Tensor) or not z.is_floating_point():
+            raise TypeError(f"z must be a float tensor, got {getattr(z, 'dtype', type(z).__name__)}")
+        if self.validate_inputs and z.numel() and not bool(torch.isfinite(z).all()):
+            raise ValueError("z contains NaN or Inf values")
 
     def _features(self, clean: Tensor, features: list[Tensor] | None) -> list[Tensor]:
         if features is None:
@@ -222,6 +230,7 @@ class NAFlow(nn.Module):
         No dequantization noise is added; logdet includes its constant -log(256)*H*W as the official code.
         """
         self._check_pair(noisy, clean)
+        dtype, noisy, clean = noisy.dtype, self._as_own_dtype(noisy), self._as_own_dtype(clean)
         feats = self._features(clean, features)
         h, w = noisy.shape[2:]
         x = noisy
@@ -229,16 +238,22 @@ class NAFlow(nn.Module):
         for layer, level in zip(self.flow, self._feature_level, strict=True):
             x, ld = layer(x, feats[level])
             logdet = logdet + ld
-        return x, logdet
+        return x.to(dtype), logdet.to(dtype)
 
     def decode(self, z: Tensor, clean: Tensor, features: list[Tensor] | None = None) -> Tensor:
         """Latent z (B, C, H/m, W/m) and clean (B, 3, H, W) -> noisy (B, 3, H, W), not clamped."""
         self._check_latent(z, clean)
+        dtype, z, clean = clean.dtype, self._as_own_dtype(z), self._as_own_dtype(clean)
         feats = self._features(clean, features)
         x = z
         for layer, level in zip(reversed(self.flow), reversed(self._feature_level), strict=True):
             x = layer.inverse(x, feats[level])
-        return x
+        return x.to(dtype)
+
+    def _as_own_dtype(self, x: Tensor) -> Tensor:
+        """Images and latents of another float dtype are computed in the model's own (results are cast
+        back to the caller's dtype): float16 inputs to a float32 model must not crash inside a conv."""
+        return x.to(self.prior.mean.dtype)
 
     # ------------------------------------------------------------------ likelihoods
     def class_log_likelihood(self, z: Tensor) -> Tensor:
@@ -247,6 +262,11 @@ class NAFlow(nn.Module):
 
     def posterior(self, z: Tensor, temperature: float = 1.0, top_k: int | None = None) -> Tensor:
         """NAS class weights (B, K): softmax(log p(z|k) / (h*w*temperature)), optionally top-k only."""
+        self._check_finite_latent(z)
+        if z.dim() != 4 or z.shape[1] != self.latent_channels:
+            raise ValueError(f"z must have shape (B, {self.latent_channels}, h, w), got {tuple(z.shape)}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)):
+            raise TypeError(f"top_k must be None or an int, got {top_k!r}")
         return self.prior.posterior(z, temperature, top_k)
 
     def mix(self, weights: Tensor, mix_mode: str = "std") -> tuple[Tensor, Tensor]:
@@ -299,10 +319,7 @@ class NAFlow(nn.Module):
         if seeds is None:
             device = generator.device if generator is not None else "cpu"
             return torch.randint(0, 2**63 - 1, (batch,), generator=generator, device=device).cpu()
-        seeds = torch.as_tensor(seeds, dtype=torch.int64).cpu().reshape(-1)
-        if seeds.numel() != batch:
-            raise ValueError(f"seeds must hold one int64 per item ({batch}), got {seeds.numel()}")
-        return seeds
+        return as_seeds(seeds, batch)
 
     def _sample_noise(
         self,
@@ -387,6 +404,20 @@ class NAFlow(nn.Module):
         ``noise_level="model"`` keeps the mixture's own level (the official NAS). ``noise_std`` (B, 3) or
         (3,), in [0, 1] units, sets the level explicitly for any source.
         """
+        dtype = clean.dtype if isinstance(clean, Tensor) and clean.is_floating_point() else None
+        if dtype is not None and dtype != self.prior.mean.dtype:  # computed in the model's dtype, returned in
+            self._check_images(clean, "clean")  # the input's dtype; range and NaN checks before a lossy cast
+            clean = self._as_own_dtype(clean)
+            if isinstance(reference, Tensor) and reference.is_floating_point():
+                reference = self._as_own_dtype(reference)
+            result = self.sample(
+                clean, reference=reference, config=config, weights=weights, generator=generator, seeds=seeds,
+                temperature=temperature, top_k=top_k, mix_mode=mix_mode, noise_level=noise_level,
+                noise_std=noise_std, features=features, return_params=return_params,
+            )  # fmt: skip
+            if return_params:
+                return result[0].to(dtype), result[1]
+            return result.to(dtype)
         check_level(noise_level)
         noisy, params = self._sample(
             clean, reference=reference, config=config, weights=weights, generator=generator, seeds=seeds,

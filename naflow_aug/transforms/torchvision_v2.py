@@ -13,6 +13,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 from torchvision.transforms.v2.functional._utils import is_pure_tensor
 
 from naflow_aug import tiling
+from naflow_aug.flow.seeds import check_seed
 from naflow_aug.sampling import NoiseParams, NoiseSource, draw_seeds, make_noise_source
 from naflow_aug.transforms._images import from_float_batch, to_float_batch
 from naflow_aug.transforms._workers import WorkerSeeding, mix_seeds
@@ -71,7 +72,7 @@ class NAFlowNoise(v2.Transform):
         else:
             self.source = make_noise_source(noise, model, baselines=baselines, **common)
         self.noise = self.source.spec
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else generator
+        self.generator = torch.Generator().manual_seed(check_seed(seed)) if seed is not None else generator
         self.return_params = bool(return_params)
         self._call = threading.local()
         self._worker = WorkerSeeding()
