@@ -226,8 +226,10 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid TOML: {err}") from err
+    except RecursionError as err:
+        raise ValueError(f"{path} is nested too deeply to read as TOML") from err
 
 
 def config_from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "config") -> T:

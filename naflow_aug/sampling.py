@@ -30,7 +30,6 @@ import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,7 +39,7 @@ from naflow_aug.baselines import Baselines, sample_gaussian, sample_poisson_gaus
 from naflow_aug.flow.model import draw_item_noise
 from naflow_aug.flow.noise_level import LEVELS, check_level, match_noise_level, noise_std
 from naflow_aug.flow.seeds import as_seeds, check_seed
-from naflow_aug.runs import read_json
+from naflow_aug.weights import parse_weights
 
 log = logging.getLogger(__name__)
 
@@ -566,69 +565,9 @@ def resolve_model(model: Any, device: str | torch.device | None = None) -> Any:
     return naflow_aug.load(str(model) if isinstance(model, os.PathLike) else model, device=device)
 
 
-def parse_weights(arg: str, classes: Sequence[str]) -> torch.Tensor:
-    """(K,) normalised weights from ``w1,w2,...``, ``NAME=w,...``, or a JSON file (list, {name: w}, or a
-    file with a "weights" entry such as a profile)."""
-    classes = list(classes)
-    data: Any
-    if arg.endswith(".json") or Path(arg).is_file():
-        data = read_json(arg, "weights file")
-        if isinstance(data, dict) and "weights" in data:
-            recorded = data.get("classes")
-            if recorded is not None and (not isinstance(recorded, list) or recorded != classes):
-                raise ValueError(
-                    f"weights file {arg!r} was made for classes {recorded}, the model has {classes}"
-                )
-            data = data["weights"]
-    else:
-        parts = [p.strip() for p in arg.split(",") if p.strip()]
-        if parts and all("=" in p for p in parts):
-            data = {}
-            for p in parts:
-                name, _, value = p.partition("=")
-                if name.strip() in data:
-                    raise ValueError(f"weights {arg!r} name configuration {name.strip()!r} twice")
-                data[name.strip()] = _float(value, arg)
-        else:
-            data = [_float(p, arg) for p in parts]
-    if isinstance(data, dict):
-        unknown = [n for n in data if n not in classes]
-        if unknown:
-            raise ValueError(
-                f"weights name configurations {unknown} that the model lacks; model classes: {classes}"
-            )
-        w = torch.tensor([_number(data.get(n, 0.0), arg) for n in classes], dtype=torch.float64)
-    elif isinstance(data, list):
-        if len(data) != len(classes):
-            raise ValueError(
-                f"weights {arg!r} give {len(data)} values; the model has {len(classes)} classes {classes}"
-            )
-        w = torch.tensor([_number(v, arg) for v in data], dtype=torch.float64)
-    else:
-        raise ValueError(
-            f"weights {arg!r}: expected a list or a {{name: weight}} mapping, got {type(data).__name__}"
-        )
-    if not torch.isfinite(w).all() or (w < 0).any() or float(w.sum()) <= 0:
-        raise ValueError(f"weights {arg!r} must be finite, >= 0 and not all zero, got {w.tolist()}")
-    return (w / w.sum()).to(torch.float32)
-
-
 def _is_class_id(label: Any, num_classes: int) -> bool:
     """An integer id in [0, num_classes); a bool is not one (True would silently be class 1)."""
     return isinstance(label, numbers.Integral) and not isinstance(label, bool) and 0 <= label < num_classes
-
-
-def _number(value: Any, arg: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"weights {arg!r}: {value!r} is not a number")
-    return float(value)
-
-
-def _float(text: str, arg: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"weights {arg!r}: {text.strip()!r} is not a number") from None
 
 
 def _load_baselines(arg: str | None, baselines: Baselines | str | os.PathLike | None, spec: str) -> Baselines:

@@ -11,7 +11,6 @@ import torch
 
 from naflow_aug.cli import build_parser, main
 from naflow_aug.data.images import write_png
-from naflow_aug.flow.seeds import as_seeds, check_seed
 from naflow_aug.sampling import make_noise_source, parse_weights
 from naflow_aug.transforms import NAFlowNoise
 
@@ -44,6 +43,8 @@ def test_sample_keeps_the_input_dtype(tiny_model, dtype, fast) -> None:
 
 
 def test_seeds_are_exact_or_refused() -> None:
+    from naflow_aug.flow.seeds import as_seeds, check_seed
+
     assert as_seeds([0, 2**63 - 1, -5], 3).tolist() == [0, 2**63 - 1, -5]
     assert as_seeds(np.array([7, 8], dtype=np.uint64), 2).tolist() == [7, 8]
     with pytest.raises(TypeError, match="seeds must be integers, got a torch.float32 tensor"):
