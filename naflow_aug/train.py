@@ -54,6 +54,8 @@ CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
 BEST_MODEL_NAME = "model_best.pt"
 _CHECKPOINT_FORMAT = "naflow-aug-train/1"
+_CHECKPOINT_KEYS = ("step", "config", "model_config", "model", "optimizer", "scheduler", "rng", "nonfinite",
+                    "elapsed", "window", "best")  # fmt: skip
 
 
 class NonFiniteLossError(RuntimeError):
@@ -474,6 +476,9 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     state = read_checkpoint(path)
     if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a naflow-aug training checkpoint (format {_CHECKPOINT_FORMAT})")
+    missing = [k for k in _CHECKPOINT_KEYS if k not in state]
+    if missing or not isinstance(state["config"], dict) or not isinstance(state["rng"], dict):
+        raise ValueError(f"{path} is an incomplete training checkpoint: missing or bad {missing or 'config'}")
     return state
 
 

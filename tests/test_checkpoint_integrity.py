@@ -205,3 +205,17 @@ def test_mutated_checkpoint_bytes_load_identically_or_raise_value_error(tiny_che
 
 def test_deep_list_pickle_helper() -> None:
     assert pickle.loads(_deep_list_pickle(3)) == [[[]]]
+
+
+def test_training_checkpoint_without_config_gives_a_message(tmp_path: Path) -> None:
+    from naflow_aug.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"format": "naflow-aug-train/1", "step": 3, "model": {}}, run / "checkpoint.pt")
+    (run / "config.toml").write_text(f'data = "{tmp_path}"\n')
+    from naflow_aug import train
+
+    with pytest.raises(ValueError, match=r"checkpoint\.pt is an incomplete training checkpoint.*'config'"):
+        train._load_checkpoint(run / "checkpoint.pt")
+    assert main(["train", "--data", str(tmp_path), "--out", str(run), "--resume", "--no-progress"]) == 2
