@@ -611,6 +611,8 @@ def _run_parts(
             seeds = torch.from_numpy(batch.meta["seed"])
             labels = [label or None for label in batch.meta["label"]]
             noisy, weights = noise_fn(clean, reference, seeds, labels)
+            if not bool(torch.isfinite(noisy).all()):  # would be written as black images
+                raise ValueError(f"the noise model made NaN/Inf samples (batch at sample {batch.indices[0]})")
             batch.meta["weights"] = weights.detach().float().cpu().numpy()
             writer.put((batch, _to_uint8_hwc(noisy)))
             done += len(batch.indices)
@@ -903,7 +905,7 @@ def verify(
             problems.append(
                 f"meta/noise holds {sorted(modes)} but the file's noise mode is {attrs.get('noise')!r}"
             )
-    flat = hdf5.flat_samples(path, "noisy")
+    flat = sorted(set(hdf5.flat_samples(path, "noisy")) - set(hdf5.flat_samples(path, "clean")))
     if flat:
         problems.append(f"{len(flat)} noisy samples are one flat colour (no noise: a model with NaN or "
                         f"broken weights?), e.g. sample(s) {flat[:5]}")  # fmt: skip

@@ -63,3 +63,20 @@ def test_verify_flags_non_finite_regenerated_samples(generated: Path) -> None:
     assert verify(generated, regenerate=2, noise_fn=_Noise()).ok
     report = verify(generated, regenerate=2, noise_fn=_Noise(nan=True))
     assert not report.ok and any("NaN or Inf" in p for p in report.problems)
+
+
+def test_verify_accepts_a_flat_crop_left_flat(generated: Path) -> None:
+    with h5py.File(generated, "r+") as f:  # a flat clean crop (sky) with zero noise: not a broken model
+        f["clean"][1] = 200
+        f["noisy"][1] = 200
+    report = verify(generated)
+    assert report.ok, report.problems
+
+
+def test_generate_refuses_non_finite_samples(tmp_path: Path) -> None:
+    write_png(tmp_path / "clean" / "0.png", np.full((16, 16, 3), 90, np.uint8))
+    config = GenerateConfig(out=str(tmp_path / "o.h5"), source=str(tmp_path / "clean"), model="unused",
+                            source_kind="clean", crop=16, progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="NaN/Inf samples"):
+        generate(config, noise_fn=_Noise(nan=True))
+    assert not (tmp_path / "o.h5").exists()
