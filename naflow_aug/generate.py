@@ -92,7 +92,7 @@ class GenerateConfig:
             raise ValueError(f"stride must be a positive integer or None, got {self.stride!r}")
         if self.max_images is not None and (not isinstance(self.max_images, int) or self.max_images <= 0):
             raise ValueError(f"max_images must be a positive integer or None, got {self.max_images!r}")
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
         checks = {
             "source_kind": ("auto", "sidd", "paired", "clean"),

@@ -140,3 +140,11 @@ def test_demo_help_agrees_with_the_readme() -> None:
     demo = build_parser()._subparsers._group_actions[0].choices["demo"]
     size_help = next(a.help for a in demo._actions if "--size" in a.option_strings)
     assert "about 10 minutes on 2 CPU cores" in readme and "about 10 min on 2 CPU cores" in size_help
+
+
+def test_generate_seed_must_be_an_exact_integer(tmp_path: Path) -> None:
+    from naflow_aug.generate import GenerateConfig
+
+    for seed in (True, 1.0, float("nan"), 2**64 - 1, -1):
+        with pytest.raises(ValueError, match="seed must be an integer in"):
+            GenerateConfig(out=str(tmp_path / "o.h5"), source=str(tmp_path), seed=seed)
