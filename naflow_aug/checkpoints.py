@@ -161,6 +161,33 @@ def _check_size(config: NAFlowConfig, state: dict[str, Tensor], source: str) -> 
         )
 
 
+# --------------------------------------------------------------------------- training checkpoints
+TRAINING_FORMAT = "naflow-aug-train/1"  # train's checkpoint.pt: model, optimizer, schedule, RNG, records
+TRAINING_KEYS = ("step", "config", "model_config", "model", "optimizer", "scheduler", "rng", "nonfinite",
+                 "elapsed", "window", "best")  # fmt: skip
+
+
+def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A training checkpoint (what `train` resumes from); ValueError naming the file when it is not one."""
+    state = read_checkpoint(path)
+    if not isinstance(state, dict) or state.get("format") != TRAINING_FORMAT:
+        raise ValueError(f"{path} is not a naflow-aug training checkpoint (format {TRAINING_FORMAT})")
+    missing = [k for k in TRAINING_KEYS if k not in state]
+    if missing or not isinstance(state["config"], dict) or not isinstance(state["rng"], dict):
+        raise ValueError(f"{path} is an incomplete training checkpoint: missing or bad {missing or 'config'}")
+    return state
+
+
+def model_from_training_checkpoint(state: dict[str, Any], source: str = "training checkpoint") -> NAFlow:
+    """The model of a training checkpoint, through the one model validator (config, shapes, finite values,
+    the tensor checksum where recorded)."""
+    return model_from_project_checkpoint(
+        {"format_version": FORMAT_VERSION, "config": state.get("model_config"),
+         "state_dict": state.get("model"), "state_sha256": state.get("model_sha256")},
+        f"{source} (model)",
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- official import
 _SUBNET_KEYS = [
     (r"0\.weight", "inp.conv.weight"),

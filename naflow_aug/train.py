@@ -53,9 +53,6 @@ __all__ = [
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
 BEST_MODEL_NAME = "model_best.pt"
-_CHECKPOINT_FORMAT = "naflow-aug-train/1"
-_CHECKPOINT_KEYS = ("step", "config", "model_config", "model", "optimizer", "scheduler", "rng", "nonfinite",
-                    "elapsed", "window", "best")  # fmt: skip
 
 
 class NonFiniteLossError(RuntimeError):
@@ -357,18 +354,6 @@ def _build_model(config: TrainConfig, data_classes: Sequence[str]) -> nn.Module:
     return NAFlow(model_config)
 
 
-def _model_from_checkpoint(state: Mapping[str, Any], source: str = "training checkpoint") -> nn.Module:
-    """The model of a training checkpoint, through the one model-checkpoint validator (config, shapes,
-    finite values, the tensor checksum where recorded)."""
-    from .checkpoints import FORMAT_VERSION, model_from_project_checkpoint
-
-    return model_from_project_checkpoint(
-        {"format_version": FORMAT_VERSION, "config": state.get("model_config"),
-         "state_dict": state.get("model"), "state_sha256": state.get("model_sha256")},
-        f"{source} (model)",
-    )  # fmt: skip
-
-
 def _latent_parameter_names(model: nn.Module) -> set[str]:
     """Names of the per-configuration Gaussians' parameters (means and stds)."""
     prior = getattr(model, "prior", None)
@@ -468,18 +453,6 @@ def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    from .checkpoints import read_checkpoint
-
-    state = read_checkpoint(path)
-    if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a naflow-aug training checkpoint (format {_CHECKPOINT_FORMAT})")
-    missing = [k for k in _CHECKPOINT_KEYS if k not in state]
-    if missing or not isinstance(state["config"], dict) or not isinstance(state["rng"], dict):
-        raise ValueError(f"{path} is an incomplete training checkpoint: missing or bad {missing or 'config'}")
-    return state
 
 
 def _config_differences(a: TrainConfig, b: TrainConfig, ignore: Sequence[str] = ()) -> list[str]:
@@ -692,13 +665,19 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
            ddp: _Dist) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    from .checkpoints import save_checkpoint, state_sha256
+    from .checkpoints import (
+        TRAINING_FORMAT,
+        model_from_training_checkpoint,
+        read_training_checkpoint,
+        save_checkpoint,
+        state_sha256,
+    )
 
     run = RunDir(run_path) if ddp.main else None
     ckpt_path = run_path / CHECKPOINT_NAME
     state: dict[str, Any] | None = None
     if resume and ckpt_path.exists():
-        state = _load_checkpoint(ckpt_path)
+        state = read_training_checkpoint(ckpt_path)
         saved = config_from_dict(TrainConfig, state["config"], where=f"{ckpt_path} config")
         diffs = _config_differences(saved, config, ignore=("steps", "device", "num_workers", "threads"))
         if diffs:
@@ -719,7 +698,7 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
         raise ValueError(f"no training pairs in {config.data} ({split_desc})")
 
     if state is not None:
-        model = _model_from_checkpoint(state, str(ckpt_path))
+        model = model_from_training_checkpoint(state, str(ckpt_path))
     else:
         # The initial weights are a function of the seed; torch's global RNG is left as it was.
         labels = sorted({p.label for p in train_pairs})
@@ -795,7 +774,7 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
             return
         atomic_torch_save(
             {
-                "format": _CHECKPOINT_FORMAT,
+                "format": TRAINING_FORMAT,
                 "step": step,
                 "config": config_to_dict(config),
                 "model_config": config_to_dict(model.config),

@@ -214,8 +214,6 @@ def test_training_checkpoint_without_config_gives_a_message(tmp_path: Path) -> N
     run.mkdir()
     torch.save({"format": "naflow-aug-train/1", "step": 3, "model": {}}, run / "checkpoint.pt")
     (run / "config.toml").write_text(f'data = "{tmp_path}"\n')
-    from naflow_aug import train
-
     with pytest.raises(ValueError, match=r"checkpoint\.pt is an incomplete training checkpoint.*'config'"):
-        train._load_checkpoint(run / "checkpoint.pt")
+        checkpoints.read_training_checkpoint(run / "checkpoint.pt")
     assert main(["train", "--data", str(tmp_path), "--out", str(run), "--resume", "--no-progress"]) == 2

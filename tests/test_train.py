@@ -12,6 +12,7 @@ from PIL import Image
 
 import naflow_aug
 from naflow_aug import train as training
+from naflow_aug.checkpoints import model_from_training_checkpoint
 from naflow_aug.runs import config_from_dict
 
 # Three configurations whose noise differs in level (std in [0, 1] units).
@@ -313,7 +314,7 @@ def test_train_refit_prior_writes_the_refit_model(data_dir: Path, tmp_path: Path
     assert results["prior_refit"]["pairs"] == results["train_pairs"]
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     refit = naflow_aug.load(tmp_path / "run" / "model.pt")
-    trained = training._model_from_checkpoint(state)  # checkpoint.pt keeps the trained (pre-refit) prior
+    trained = model_from_training_checkpoint(state)  # checkpoint.pt keeps the trained (pre-refit) prior
     for name, value in trained.state_dict().items():
         same = torch.equal(value, refit.state_dict()[name])
         assert same != name.startswith("prior."), name  # only the prior changed
