@@ -206,6 +206,13 @@ def _to_chw(x: Any) -> torch.Tensor:
     return x
 
 
+def _chw_view(x: Any) -> Any:
+    """(3, H, W) view of a tensor or array without copying it (an (H, W, 3) array is transposed)."""
+    if isinstance(x, np.ndarray) and x.ndim == 3 and x.shape[0] != 3 and x.shape[-1] == 3:
+        return x.transpose(2, 0, 1)
+    return x if isinstance(x, (np.ndarray, torch.Tensor)) else _to_chw(x)
+
+
 def to_batch(x: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(B, 3, H, W) float from a batch tensor, a single image, or (B, H, W, 3) uint8 arrays."""
     if isinstance(x, np.ndarray) and x.ndim == 4 and x.shape[-1] == 3 and x.dtype == np.uint8:
@@ -267,10 +274,11 @@ class PatchBatches:
             raise TypeError(
                 f"dataset items must be dicts with 'clean' (and 'noisy'), got {type(raw).__name__}"
             )
-        # kept in the stored dtype (uint8 stays uint8): only the patches are converted to float
-        item: dict[str, Any] = {"clean": _to_chw(raw["clean"])}
+        # kept as stored (uint8 stays uint8, a cache's memory-mapped array stays mapped): only the
+        # patches are copied and converted to float
+        item: dict[str, Any] = {"clean": _chw_view(raw["clean"])}
         if raw.get("noisy") is not None:
-            item["noisy"] = _to_chw(raw["noisy"])
+            item["noisy"] = _chw_view(raw["noisy"])
             if item["noisy"].shape != item["clean"].shape:
                 raise ValueError(
                     f"item {index}: noisy {tuple(item['noisy'].shape)} != clean {tuple(item['clean'].shape)}"
@@ -296,9 +304,9 @@ class PatchBatches:
                 raise ValueError(f"item {i} is {h}x{w}, smaller than the {p}x{p} training patch")
             top = int(torch.randint(h - p + 1, (1,), generator=generator))
             left = int(torch.randint(w - p + 1, (1,), generator=generator))
-            cleans.append(_to_float(item["clean"][:, top : top + p, left : left + p]))
+            cleans.append(_to_float(_to_chw(item["clean"][:, top : top + p, left : left + p])))
             if "noisy" in item:
-                noisies.append(_to_float(item["noisy"][:, top : top + p, left : left + p]))
+                noisies.append(_to_float(_to_chw(item["noisy"][:, top : top + p, left : left + p])))
             configs.append(item.get("config"))
         clean = torch.stack(cleans).to(self.device)
         reference = torch.stack(noisies).to(self.device) if len(noisies) == len(cleans) else None

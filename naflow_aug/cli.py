@@ -10,6 +10,7 @@ from typing import Any
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="naflow-aug", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_prepare(sub)
     _add_train(sub)
     _add_refit_prior(sub)
     _add_generate(sub)
@@ -26,11 +27,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="decode a data folder once into a crop-friendly cache (resumable)")
+    p.add_argument("--data",
+                   help="SIDD-Medium folder, paired folder (noisy/ + clean/), CSV of pairs, or clean images")
+    p.add_argument("--out", required=True, help="cache folder (manifest.json + arrays/*.npy)")
+    p.add_argument("--kind", choices=("auto", "sidd", "paired", "clean"), default="auto")
+    p.add_argument("--split", help="record each SIDD pair's part of this split (sidd-mini or a TOML)")
+    p.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted cache (done items are kept)")
+    p.add_argument("--verify", action="store_true", help="check every array's SHA-256 (with --out only)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_prepare)
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    import logging
+    import time
+
+    from naflow_aug.data import prepare
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    start = time.perf_counter()
+    try:
+        if args.verify:
+            if args.data or args.resume:
+                raise ValueError("--verify checks an existing cache: give --out only")
+            cache = prepare.verify_cache(args.out, progress=not args.no_progress)
+        elif not args.data:
+            raise ValueError("--data is required (the folder to decode), or --verify to check a cache")
+        else:
+            cache = prepare.prepare_cache(args.data, args.out, kind=args.kind, split=args.split,
+                                          workers=args.workers, resume=args.resume,
+                                          progress=not args.no_progress)  # fmt: skip
+    except (ValueError, FileNotFoundError) as err:
+        print(f"naflow-aug prepare: error: {err}", file=sys.stderr)
+        return 2
+    arrays = cache.arrays()
+    what = "checksums match" if args.verify else "ready"
+    print(f"{cache.root}: {len(cache.items)} {cache.kind} items, {len(arrays)} arrays, "
+          f"{sum(a.bytes for a in arrays) / 1e9:.2f} GB; {what} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train NAFlow on (clean, noisy) pairs in the SIDD-Medium layout")
     p.add_argument("--preset", choices=("cpu", "paper"), default=None,
                    help="training recipe (default: the config file's `preset`, else paper)")
-    p.add_argument("--data", help="folder of pairs in the SIDD-Medium layout (Data/<inst>_<phone>_<ISO>_...)")
+    p.add_argument("--data", help="folder of pairs in the SIDD-Medium layout (Data/<inst>_<phone>_<ISO>_...) "
+                   "or a cache of one (naflow-aug prepare)")
     p.add_argument("--config", help="TOML file overriding the preset (unknown keys are rejected)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, metrics.jsonl, model.pt)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (fresh if there is none)")

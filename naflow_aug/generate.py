@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 import naflow_aug
 from naflow_aug.data import hdf5
 from naflow_aug.data.images import image_size, read_image
-from naflow_aug.data.sidd import looks_like_sidd_medium
+from naflow_aug.data.sources import source_kind
 from naflow_aug.noise_inputs import record_inputs, require_unchanged
 from naflow_aug.output_lock import output_lock
 from naflow_aug.runs import atomic_write_json
@@ -157,7 +157,7 @@ def scan_source(root: str | os.PathLike, kind: SourceKind = "auto") -> list[Sour
     ``sidd``: SIDD-Medium layout (``Data/<instance folder>/<inst>_{GT,NOISY}_SRGB_01x.PNG``);
     ``paired``: a folder with ``noisy/`` and ``clean/`` subfolders (see ``naflow_aug.data.folders``) or a
     CSV manifest (``noisy,clean[,class]``); ``clean``: every image below the folder. ``auto`` picks by what
-    the folder holds.
+    the folder holds. A cache (``naflow-aug prepare``) of any of these reads as its source.
     """
     from naflow_aug.data import folders
 
@@ -166,16 +166,7 @@ def scan_source(root: str | os.PathLike, kind: SourceKind = "auto") -> list[Sour
     if not root.is_dir() and not manifest:
         raise ValueError(f"source {root} is neither a folder nor a CSV manifest of pairs")
     if kind == "auto":
-        if manifest:
-            kind = "paired"
-        elif looks_like_sidd_medium(root):
-            kind = "sidd"
-        elif folders._find_dir(root, folders.NOISY_DIR_NAMES) and folders._find_dir(
-            root, folders.CLEAN_DIR_NAMES
-        ):
-            kind = "paired"
-        else:
-            kind = "clean"
+        kind = source_kind(root)
     if kind == "sidd":
         from naflow_aug.data.sidd import scan_sidd_medium
 

@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .data.images import read_crop
 from .data.sidd import _load_uint8
 from .devices import check_device
 from .runs import RunDir, atomic_torch_save, build_seeded, config_from_dict, config_to_dict, read_toml
@@ -223,12 +224,16 @@ class _Pair:
     clean: Path
     label: str
     instance: str
+    height: int
+    width: int
 
 
 def _scan_pairs(root: Path) -> list[_Pair]:
+    """The pairs of a SIDD-Medium folder or of a cache of one (``naflow-aug prepare``)."""
     from .data import sidd
 
-    return [_Pair(p.noisy_path, p.clean_path, p.cls, p.instance) for p in sidd.scan_sidd_medium(root)]
+    return [_Pair(p.noisy_path, p.clean_path, p.cls, p.instance, p.height, p.width)
+            for p in sidd.scan_sidd_medium(root)]
 
 
 def _split_pairs(pairs: list[_Pair], config: TrainConfig) -> tuple[list[_Pair], list[_Pair], str]:
@@ -300,13 +305,18 @@ class _StepBatches(torch.utils.data.Dataset):
             index = torch.randint(len(self.pairs), (b,), generator=g).tolist()
         noisy, clean = [], []
         for i in index:
-            n_img, c_img = self.images[i] if self.images is not None else _read_pair(self.pairs[i])
-            h, w = n_img.shape[-2:]
+            pair = self.pairs[i]
+            h, w = pair.height, pair.width
             if h < s or w < s:
-                raise ValueError(f"{self.pairs[i].noisy} is {h}x{w}, smaller than crop_size {s}")
+                raise ValueError(f"{pair.noisy} is {h}x{w}, smaller than crop_size {s}")
             y = int(torch.randint(h - s + 1, (1,), generator=g))
             x = int(torch.randint(w - s + 1, (1,), generator=g))
-            n_crop, c_crop = n_img[:, y : y + s, x : x + s], c_img[:, y : y + s, x : x + s]
+            if self.images is not None:
+                n_img, c_img = self.images[i]
+                n_crop, c_crop = n_img[:, y : y + s, x : x + s], c_img[:, y : y + s, x : x + s]
+            else:  # only the window is read from a cache's arrays (a PNG is decoded whole)
+                n_crop, c_crop = (torch.from_numpy(read_crop(p, y, x, s, s)).permute(2, 0, 1)
+                                  for p in (pair.noisy, pair.clean))
             if c.augment:
                 t = int(torch.randint(8, (1,), generator=g))
                 n_crop, c_crop = _dihedral(n_crop, t), _dihedral(c_crop, t)

@@ -1,5 +1,6 @@
 """Data in: SIDD readers, paired and clean-only folders, the simulated camera, image I/O."""
 
+from naflow_aug.data.cache import ImageCache, open_cache
 from naflow_aug.data.folders import (
     CleanFolderDataset,
     PairedFolderDataset,
@@ -10,6 +11,7 @@ from naflow_aug.data.folders import (
 )
 from naflow_aug.data.hdf5 import HDF5PairDataset
 from naflow_aug.data.images import image_size, load_image, read_image, to_tensor, to_uint8, write_png
+from naflow_aug.data.prepare import prepare_cache, verify_cache
 from naflow_aug.data.sidd import (
     ClassBalancedSampler,
     PairedCropDataset,
@@ -23,6 +25,10 @@ from naflow_aug.data.sidd import (
 from naflow_aug.data.simcam import DEFAULT_CAMERAS, noise_statistics, write_simulated_sidd
 
 __all__ = [
+    "ImageCache",
+    "open_cache",
+    "prepare_cache",
+    "verify_cache",
     "HDF5PairDataset",
     "CleanFolderDataset",
     "PairRecord",

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from naflow_aug.data.cache import find_cache
 from naflow_aug.data.images import IMAGE_SUFFIXES, image_size
 from naflow_aug.data.sidd import PairedCropDataset, _crop_hw, _load_uint8, _random_window
 
@@ -66,10 +67,17 @@ def _is_image(p: Path) -> bool:
 
 
 def iter_images(root: str | os.PathLike, *, recursive: bool = True, progress: bool = False) -> Iterator[Path]:
-    """Lazily yield the image files under ``root`` (sorted within each folder; hidden files skipped)."""
+    """Lazily yield the image files under ``root`` (sorted within each folder; hidden files skipped).
+
+    A cache folder (``naflow-aug prepare``) gives the arrays of its source's images, in the same order.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} is not a directory")
+    cache = find_cache(root)
+    if cache is not None:
+        yield from cache.image_paths()
+        return
     bar = tqdm(desc=f"scan {root.name}", unit="file", disable=not progress, leave=False)
     stack = [root]
     while stack:
@@ -206,9 +214,19 @@ def scan_paired_folders(
     """Lazily yield the pairs of a user's folder (see the module docstring for the three ways).
 
     Exactly one of: ``manifest``; ``root`` with ``noisy_token``/``clean_token`` (one folder); ``root``
-    holding ``noisy/`` and ``clean/`` subfolders; ``noisy_dir`` and ``clean_dir``.
+    holding ``noisy/`` and ``clean/`` subfolders; ``noisy_dir`` and ``clean_dir``. ``root`` may be a cache
+    (``naflow-aug prepare``) of a paired or SIDD-Medium folder: its pairs, with the sizes filled in.
     """
     default = _check_label(label, "label")
+    cache = find_cache(root) if root is not None and manifest is None and noisy_token is None else None
+    if cache is not None:
+        if cache.kind == "clean":
+            raise ValueError(f"{root}: a cache of clean images only; pairs need a cache of a paired folder")
+        for it in cache.items:
+            cls = it.meta.get("class") or default
+            yield PairRecord(cache.path(it.clean), cache.path(it.noisy), cls, it.meta.get("instance", ""),
+                             it.height, it.width)  # fmt: skip
+        return
     if manifest is not None:
         if root is not None or noisy_dir is not None or clean_dir is not None:
             raise ValueError("give either a manifest or folders, not both")

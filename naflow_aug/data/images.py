@@ -1,13 +1,16 @@
 """PNG (and other image) I/O at the edges: uint8 HWC arrays on disk <-> (3, H, W) float32 tensors in [0, 1].
 
 Every reader names the file in its error: a missing file raises ``FileNotFoundError``, an unreadable,
-truncated or unsupported one ``ValueError``.
+truncated or unsupported one ``ValueError``. Besides image files, the readers take the uint8 (H, W, 3)
+``.npy`` arrays of a decoded-image cache (``naflow-aug prepare``, :mod:`naflow_aug.data.cache`): those are
+memory-mapped read-only, so a crop reads only the pages it covers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import mmap
 import os
 import warnings
 from collections.abc import Iterator
@@ -22,7 +25,9 @@ from naflow_aug.runs import atomic_write_bytes
 __all__ = [
     "IMAGE_SUFFIXES",
     "image_size",
+    "is_array_file",
     "load_image",
+    "read_crop",
     "read_image",
     "to_tensor",
     "to_uint8",
@@ -32,6 +37,23 @@ __all__ = [
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _READ_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
+ARRAY_SUFFIX = ".npy"  # a decoded image of a cache: uint8 (H, W, 3), C order
+
+
+def is_array_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a decoded cache array (``.npy``) rather than an encoded image file."""
+    return str(path).lower().endswith(ARRAY_SUFFIX)
+
+
+def _open_array(path: Path) -> np.ndarray:
+    """A cache array, memory-mapped read-only (pages are read on first touch and stay file-backed)."""
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable .npy array ({type(e).__name__}: {e})") from e
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"{path}: expected a uint8 (H, W, 3) array, got {arr.dtype} {arr.shape}")
+    return arr
 
 
 def _check_exists(path: Path) -> None:
@@ -43,6 +65,9 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(height, width) of an image file from its header (does not decode the pixels)."""
     path = Path(path)
     _check_exists(path)
+    if is_array_file(path):
+        h, w, _ = _open_array(path).shape
+        return h, w
     try:
         with _opened(path) as im:
             w, h = im.size
@@ -63,9 +88,14 @@ def _opened(path: Path) -> Iterator[Image.Image]:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an 8-bit image file as an RGB uint8 array (H, W, 3). Grey, palette and alpha are converted."""
+    """Read an 8-bit image file as an RGB uint8 array (H, W, 3). Grey, palette and alpha are converted.
+
+    A cache array (``.npy``) comes back memory-mapped and read-only: slice it, copy what you keep.
+    """
     path = Path(path)
     _check_exists(path)
+    if is_array_file(path):
+        return _open_array(path)
     try:
         with _opened(path) as im:
             if im.mode in _HIGH_DEPTH_MODES:
@@ -82,6 +112,65 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[2] != 3:  # pragma: no cover - convert("RGB") guarantees this
         raise ValueError(f"{path}: expected an RGB image, got array of shape {arr.shape}")
     return arr
+
+
+# (path, size, mtime) -> (data offset, (H, W, 3)): parsing a .npy header costs more than a whole crop
+_ARRAY_HEADERS: dict[tuple[str, int, int], tuple[int, tuple[int, int, int]]] = {}
+
+
+def _array_layout(f: io.BufferedReader, path: Path) -> tuple[int, tuple[int, int, int]]:
+    st = os.fstat(f.fileno())
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    layout = _ARRAY_HEADERS.get(key)
+    if layout is None:
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else (
+                np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+        except ValueError as e:
+            raise ValueError(f"{path}: not a readable .npy array ({e})") from e
+        offset = f.tell()
+        if dtype != np.uint8 or fortran or len(shape) != 3 or shape[2] != 3:
+            raise ValueError(f"{path}: expected a uint8 (H, W, 3) C-order array, got {dtype} {shape}")
+        need = offset + int(np.prod(shape))
+        if need != st.st_size:
+            raise ValueError(f"{path}: {st.st_size} bytes, a {shape} array needs {need} (truncated?)")
+        if len(_ARRAY_HEADERS) > 100_000:
+            _ARRAY_HEADERS.clear()
+        layout = _ARRAY_HEADERS[key] = (offset, shape)
+    return layout
+
+
+def read_crop(path: str | os.PathLike, top: int, left: int, height: int, width: int) -> np.ndarray:
+    """The (height, width, 3) uint8 window at (top, left) of an image file, as a new writable array.
+
+    From a cache array only the window's pages are read (mapped for this call only, so a reader's
+    resident memory does not grow with the data); an encoded image is decoded whole, then cut.
+    """
+    path = Path(path)
+    if not is_array_file(path):
+        image = read_image(path)
+        _check_window(path, image.shape, top, left, height, width)
+        return np.array(image[top : top + height, left : left + width], copy=True)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file not found: {path}") from None
+    with f:
+        offset, shape = _array_layout(f, path)
+        _check_window(path, shape, top, left, height, width)
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            image = np.frombuffer(mapped, np.uint8, count=shape[0] * shape[1] * 3, offset=offset)
+            crop = image.reshape(shape)[top : top + height, left : left + width].copy()
+            del image  # the mapping closes only without views into it
+    return crop
+
+
+def _check_window(path: Path, shape: tuple[int, ...], top: int, left: int, height: int, width: int) -> None:
+    h, w = shape[:2]
+    if top < 0 or left < 0 or height < 1 or width < 1 or top + height > h or left + width > w:
+        raise ValueError(f"{path}: crop {height}x{width} at ({top}, {left}) does not fit the image ({h}x{w})")
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -24,7 +24,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from tqdm.auto import tqdm
 
-from naflow_aug.data.images import image_size, read_image
+from naflow_aug.data.cache import ImageCache, find_cache
+from naflow_aug.data.images import image_size, read_crop, read_image
 from naflow_aug.runs import read_toml
 
 __all__ = [
@@ -101,7 +102,10 @@ def _data_dir(root: str | os.PathLike) -> Path:
 
 
 def looks_like_sidd_medium(root: str | os.PathLike) -> bool:
-    """Whether a folder (``root`` or ``root/Data``) holds SIDD-Medium scene-instance folders."""
+    """Whether a folder (``root`` or ``root/Data``, or a cache of one) holds SIDD-Medium instance folders."""
+    cache = find_cache(root)
+    if cache is not None:
+        return cache.kind == "sidd"
     return any(p.is_dir() and FOLDER_RE.match(p.name) for p in _data_dir(root).iterdir())
 
 
@@ -153,7 +157,13 @@ def scan_sidd_medium(
 
     Hidden entries and plain files at the top are skipped; any other folder must follow the naming rule.
     With ``check_sizes`` the PNG headers are read (not the pixels) to check that GT and NOISY agree.
+    A cache of a SIDD-Medium folder (``naflow-aug prepare``) gives the same pairs, in the same order,
+    with paths to its arrays and the sizes filled in.
     """
+    cache = find_cache(root)
+    if cache is not None:
+        yield from cached_sidd_pairs(cache)
+        return
     data = _data_dir(root)
     folders = sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
@@ -162,6 +172,19 @@ def scan_sidd_medium(
         )
     for folder in tqdm(folders, desc=f"scan {data.name}", unit="folder", disable=not progress, leave=False):
         yield from _folder_pairs(folder, check_sizes)
+
+
+def cached_sidd_pairs(cache: ImageCache) -> list[SiddPair]:
+    """The pairs of a cache of a SIDD-Medium folder, reading its arrays."""
+    if cache.kind != "sidd":
+        raise ValueError(f"{cache.root}: a cache of a {cache.kind} folder, not of a SIDD-Medium folder")
+    pairs = []
+    for it in cache.items:
+        meta = parse_instance_folder(it.meta["folder"])
+        pairs.append(SiddPair(**meta, shot=it.meta["shot"], folder=it.meta["folder"],
+                              clean_path=cache.path(it.clean), noisy_path=cache.path(it.noisy),
+                              height=it.height, width=it.width))  # fmt: skip
+    return pairs
 
 
 # ------------------------------------------------------------------------------------------- crops
@@ -194,6 +217,19 @@ def _random_window(
     return top, left
 
 
+def _draw_orientation(ch: int, cw: int, generator: torch.Generator | None) -> tuple[list[int], int]:
+    """(dims to flip, quarter turns): odd turns only for square crops, so the output shape is fixed."""
+    flips = torch.randint(0, 2, (2,), generator=generator).tolist()
+    k = int(torch.randint(0, 4 if ch == cw else 2, (1,), generator=generator)) * (1 if ch == cw else 2)
+    return [d for d, f in zip((-1, -2), flips, strict=True) if f], k
+
+
+def _orient(x: torch.Tensor, dims: list[int], k: int) -> torch.Tensor:
+    if dims:
+        x = x.flip(dims)
+    return torch.rot90(x, k, (-2, -1)) if k else x
+
+
 def random_paired_crop(
     clean: torch.Tensor,
     noisy: torch.Tensor,
@@ -216,13 +252,33 @@ def random_paired_crop(
     clean = clean[..., top : top + ch, left : left + cw]
     noisy = noisy[..., top : top + ch, left : left + cw]
     if augment:
-        flips = torch.randint(0, 2, (2,), generator=generator).tolist()
-        k = int(torch.randint(0, 4 if ch == cw else 2, (1,), generator=generator)) * (1 if ch == cw else 2)
-        dims = [d for d, f in zip((-1, -2), flips, strict=True) if f]
-        if dims:
-            clean, noisy = clean.flip(dims), noisy.flip(dims)
-        if k:
-            clean, noisy = torch.rot90(clean, k, (-2, -1)), torch.rot90(noisy, k, (-2, -1))
+        dims, k = _draw_orientation(ch, cw, generator)
+        clean, noisy = _orient(clean, dims, k), _orient(noisy, dims, k)
+    return clean.contiguous(), noisy.contiguous()
+
+
+def _read_paired_window(
+    it: Any, crop_size: tuple[int, int] | None, augment: bool, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`random_paired_crop` of a pair's files with the same draws, reading only the window.
+
+    Cache arrays are memory-mapped, so only the window's pages are read; other files are decoded whole.
+    """
+    name = str(it.noisy_path)
+    h, w = getattr(it, "height", None), getattr(it, "width", None)
+    if h is None or w is None:
+        (h, w), (hn, wn) = image_size(it.clean_path), image_size(it.noisy_path)
+        if (h, w) != (hn, wn):
+            raise ValueError(f"{name}: size {hn}x{wn} differs from its clean image {it.clean_path} ({h}x{w})")
+    ch, cw = crop_size or (h, w)
+    top, left = _random_window(h, w, ch, cw, generator, name)
+    clean, noisy = (
+        torch.from_numpy(read_crop(p, top, left, ch, cw)).permute(2, 0, 1)
+        for p in (it.clean_path, it.noisy_path)
+    )
+    if augment:
+        dims, k = _draw_orientation(ch, cw, generator)
+        clean, noisy = _orient(clean, dims, k), _orient(noisy, dims, k)
     return clean.contiguous(), noisy.contiguous()
 
 
@@ -302,15 +358,13 @@ class PairedCropDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         it = self.items[index]
-        clean, noisy = self._cache[index] if self._cache is not None else self._read(it)
-        clean, noisy = random_paired_crop(
-            clean,
-            noisy,
-            self.crop_size,
-            augment=self.augment,
-            generator=self.generator,
-            name=str(it.noisy_path),
-        )
+        if self._cache is not None:
+            clean, noisy = random_paired_crop(
+                *self._cache[index], self.crop_size, augment=self.augment, generator=self.generator,
+                name=str(it.noisy_path),
+            )
+        else:
+            clean, noisy = _read_paired_window(it, self.crop_size, self.augment, self.generator)
         return {
             "clean": clean.float().div_(255.0),
             "noisy": noisy.float().div_(255.0),
