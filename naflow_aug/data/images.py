@@ -27,6 +27,7 @@ __all__ = [
     "image_size",
     "is_array_file",
     "load_image",
+    "mapped_image",
     "read_crop",
     "read_image",
     "to_tensor",
@@ -142,32 +143,36 @@ def _array_layout(f: io.BufferedReader, path: Path) -> tuple[int, tuple[int, int
     return layout
 
 
-def read_crop(path: str | os.PathLike, top: int, left: int, height: int, width: int) -> np.ndarray:
-    """The (height, width, 3) uint8 window at (top, left) of an image file, as a new writable array.
-
-    From a cache array only the window's pages are read (mapped for this call only, so a reader's
-    resident memory does not grow with the data); an encoded image is decoded whole, then cut.
-    """
+@contextlib.contextmanager
+def mapped_image(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """The uint8 (H, W, 3) image of a file for a ``with`` block: a cache array memory-mapped read-only
+    (only the pages that are touched are read; unmapped when the last view of it is dropped, so a reader
+    that copies what it keeps has a resident memory that does not grow with the data), any other image
+    decoded whole."""
     path = Path(path)
     if not is_array_file(path):
-        image = read_image(path)
-        _check_window(path, image.shape, top, left, height, width)
-        return np.array(image[top : top + height, left : left + width], copy=True)
+        yield read_image(path)
+        return
     try:
         f = open(path, "rb")
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
     with f:
         offset, shape = _array_layout(f, path)
-        _check_window(path, shape, top, left, height, width)
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            image = np.frombuffer(mapped, np.uint8, count=shape[0] * shape[1] * 3, offset=offset)
-            crop = image.reshape(shape)[top : top + height, left : left + width].copy()
-            del image  # the mapping closes only without views into it
-    return crop
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    # the array keeps the mapping alive; it is unmapped with the array's last view (refcounting)
+    yield np.frombuffer(mapped, np.uint8, count=shape[0] * shape[1] * 3, offset=offset).reshape(shape)
 
 
-def _check_window(path: Path, shape: tuple[int, ...], top: int, left: int, height: int, width: int) -> None:
+def read_crop(path: str | os.PathLike, top: int, left: int, height: int, width: int) -> np.ndarray:
+    """The (height, width, 3) uint8 window at (top, left) of an image file, as a new writable array
+    (from a cache array only the window's pages are read; an encoded image is decoded whole)."""
+    with mapped_image(path) as image:
+        check_window(path, image.shape, top, left, height, width)
+        return image[top : top + height, left : left + width].copy()
+
+
+def check_window(path: Path, shape: tuple[int, ...], top: int, left: int, height: int, width: int) -> None:
     h, w = shape[:2]
     if top < 0 or left < 0 or height < 1 or width < 1 or top + height > h or left + width > w:
         raise ValueError(f"{path}: crop {height}x{width} at ({top}, {left}) does not fit the image ({h}x{w})")

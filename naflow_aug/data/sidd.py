@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, Sampler
 from tqdm.auto import tqdm
 
 from naflow_aug.data.cache import ImageCache, find_cache
-from naflow_aug.data.images import image_size, read_crop, read_image
+from naflow_aug.data.images import check_window, image_size, mapped_image, read_image
 from naflow_aug.runs import read_toml
 
 __all__ = [
@@ -257,13 +257,24 @@ def random_paired_crop(
     return clean.contiguous(), noisy.contiguous()
 
 
+def _unit_float(hwc: np.ndarray, dims: list[int], k: int) -> torch.Tensor:
+    """(3, h, w) float32 in [0, 1] of a uint8 (h, w, 3) view after :func:`_orient`'s flips and turns.
+
+    One pass over the pixels (the flips, turns and transpose are views): the same values as
+    ``_orient(torch chw, dims, k).float().div_(255.0)``.
+    """
+    view = np.flip(hwc, [1 if d == -1 else 0 for d in dims]) if dims else hwc
+    if k:
+        view = np.rot90(view, k, (0, 1))
+    return torch.from_numpy(np.divide(view.transpose(2, 0, 1), np.float32(255.0), dtype=np.float32))
+
+
 def _read_paired_window(
     it: Any, crop_size: tuple[int, int] | None, augment: bool, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`random_paired_crop` of a pair's files with the same draws, reading only the window.
-
-    Cache arrays are memory-mapped, so only the window's pages are read; other files are decoded whole.
-    """
+    """:func:`random_paired_crop` of a pair's files with the same draws, reading only the window;
+    returns (3, h, w) float32 in [0, 1]. Cache arrays are memory-mapped, so only the window's pages
+    are read; other files are decoded whole."""
     name = str(it.noisy_path)
     h, w = getattr(it, "height", None), getattr(it, "width", None)
     if h is None or w is None:
@@ -272,14 +283,13 @@ def _read_paired_window(
             raise ValueError(f"{name}: size {hn}x{wn} differs from its clean image {it.clean_path} ({h}x{w})")
     ch, cw = crop_size or (h, w)
     top, left = _random_window(h, w, ch, cw, generator, name)
-    clean, noisy = (
-        torch.from_numpy(read_crop(p, top, left, ch, cw)).permute(2, 0, 1)
-        for p in (it.clean_path, it.noisy_path)
-    )
-    if augment:
-        dims, k = _draw_orientation(ch, cw, generator)
-        clean, noisy = _orient(clean, dims, k), _orient(noisy, dims, k)
-    return clean.contiguous(), noisy.contiguous()
+    dims, k = _draw_orientation(ch, cw, generator) if augment else ([], 0)
+    out = []
+    for path in (it.clean_path, it.noisy_path):
+        with mapped_image(path) as image:
+            check_window(path, image.shape, top, left, ch, cw)
+            out.append(_unit_float(image[top : top + ch, left : left + cw], dims, k))
+    return out[0], out[1]
 
 
 def _load_uint8(path: Path) -> torch.Tensor:
@@ -363,11 +373,12 @@ class PairedCropDataset(Dataset):
                 *self._cache[index], self.crop_size, augment=self.augment, generator=self.generator,
                 name=str(it.noisy_path),
             )
+            clean, noisy = clean.float().div_(255.0), noisy.float().div_(255.0)
         else:
             clean, noisy = _read_paired_window(it, self.crop_size, self.augment, self.generator)
         return {
-            "clean": clean.float().div_(255.0),
-            "noisy": noisy.float().div_(255.0),
+            "clean": clean,
+            "noisy": noisy,
             "label": self.labels[index],
             "cls": it.cls,
             "instance": it.instance,
