@@ -81,16 +81,20 @@ def test_read_crop_of_an_array_equals_the_decoded_window(cache):
 def test_cache_crops_equal_png_crops(sim, cache):
     """SiddMediumDataset and the training batches draw the same crops, flips and pairs from either."""
     png, cached = (SiddMediumDataset(root, crop_size=(24, 16)) for root in (sim, cache))
+    preloaded = SiddMediumDataset(sim, crop_size=(24, 16), preload=True)  # crops of decoded tensors
     assert png.classes == cached.classes and png.labels == cached.labels
     for i in range(len(png)):
         for crop_size in ((24, 16), (24, 24)):  # odd quarter turns only for square crops
-            png.crop_size = cached.crop_size = crop_size
-            torch.manual_seed(i)
-            a = png[i]
-            torch.manual_seed(i)
-            b = cached[i]
-            assert torch.equal(a["clean"], b["clean"]) and torch.equal(a["noisy"], b["noisy"])
-            assert (a["label"], a["instance"]) == (b["label"], b["instance"])
+            png.crop_size = cached.crop_size = preloaded.crop_size = crop_size
+            a, b, c = [], [], []
+            for seed in range(4):  # different flips and turns
+                for ds, out in ((png, a), (cached, b), (preloaded, c)):
+                    torch.manual_seed(100 * i + seed)
+                    out.append(ds[i])
+            for x, y, z in zip(a, b, c, strict=True):
+                assert torch.equal(x["clean"], y["clean"]) and torch.equal(x["noisy"], y["noisy"])
+                assert torch.equal(z["clean"], y["clean"]) and torch.equal(z["noisy"], y["noisy"])
+                assert (x["label"], x["instance"]) == (y["label"], y["instance"])
     sampler = cached.balanced_sampler(num_samples=64, generator=torch.Generator().manual_seed(0))
     assert list(sampler) == list(png.balanced_sampler(64, generator=torch.Generator().manual_seed(0)))
 
