@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
+
+from naflow_aug.data.images import array_shape
 
 __all__ = [
     "CACHE_FORMAT",
@@ -134,12 +135,9 @@ class ImageCache:
             size = path.stat().st_size
             if size != a.bytes:
                 raise ValueError(f"{path}: {size} bytes, the manifest records {a.bytes} (damaged cache)")
-            try:
-                arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as e:
-                raise ValueError(f"{path}: not a readable .npy array ({e})") from e
-            if arr.dtype != np.uint8 or tuple(arr.shape) != a.shape:
-                raise ValueError(f"{path}: {arr.dtype} {arr.shape}, the manifest records uint8 {a.shape}")
+            shape = array_shape(path)
+            if shape != a.shape:
+                raise ValueError(f"{path}: an array of shape {shape}, the manifest records {a.shape}")
 
     def verify(self, *, progress: bool = False) -> int:
         """Check the SHA-256 of every array against the manifest; returns the number of bytes hashed.

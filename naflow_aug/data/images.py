@@ -67,7 +67,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     path = Path(path)
     _check_exists(path)
     if is_array_file(path):
-        h, w, _ = _open_array(path).shape
+        h, w, _ = array_shape(path)
         return h, w
     try:
         with _opened(path) as im:
@@ -141,6 +141,17 @@ def _array_layout(f: io.BufferedReader, path: Path) -> tuple[int, tuple[int, int
             _ARRAY_HEADERS.clear()
         layout = _ARRAY_HEADERS[key] = (offset, shape)
     return layout
+
+
+def array_shape(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(H, W, 3) of a cache array from its header, checked against the file's size (``ValueError``)."""
+    path = Path(path)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file not found: {path}") from None
+    with f:
+        return _array_layout(f, path)[1]
 
 
 @contextlib.contextmanager

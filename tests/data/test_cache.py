@@ -239,6 +239,8 @@ def test_cli_with_worker_processes_and_errors(sim, cache, tmp_path, capsys):
     parts = {it["meta"]["instance"]: it["meta"]["split"] for it in items}
     expected = {"0001": "train", "0002": "train", "0003": "val", "0004": None, "0005": None, "0006": None}
     assert parts == expected
+    assert cli_main(["prepare", "--verify", "--out", str(out), "--no-progress"]) == 0
+    assert "checksums match" in capsys.readouterr().out
     assert cli_main(argv) == 2
     assert "holds a cache already" in capsys.readouterr().err
     assert cli_main(["prepare", "--out", str(out)]) == 2
