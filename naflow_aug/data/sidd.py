@@ -419,6 +419,9 @@ def _match_instances(pairs: Sequence[SiddPair], wanted: Iterable[str], what: str
 class SiddMediumDataset(PairedCropDataset):
     """SIDD-Medium pairs as random paired crops (see :class:`PairedCropDataset` for the items).
 
+    ``root``: a SIDD-Medium folder, or a cache of one (``naflow-aug prepare``): the same pairs and, for
+    the same random draws, the same crops, each read from its window of the memory-mapped arrays.
+
     Selection: ``include_classes`` keeps only those classes (each must exist in the data);
     ``instances`` keeps only those scene instances and ``exclude_instances`` drops some (ids like
     ``"0052"`` or full folder names; each must exist). ``pairs`` replaces the scan (e.g. a cached list).
