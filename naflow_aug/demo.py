@@ -367,9 +367,11 @@ def _calibrate(out: Path, net: Any, calib: list[Any], progress: bool) -> Path:
 
     path = out / "profile.json"
     if not path.is_file():
+        # the demo's camera is one of the model's own configurations: the mixture (seconds) fits it
         profile = calibrate(
-            net, ((p.clean, p.noisy) for p in calib), files=[p.name for p in calib], progress=progress
-        )
+            net, ((p.clean, p.noisy) for p in calib), mode="mixture", files=[p.name for p in calib],
+            progress=progress,
+        )  # fmt: skip
         profile.save(path)
     return path
 

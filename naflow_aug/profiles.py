@@ -1,9 +1,18 @@
-"""Noise profiles: the NAS posterior of a camera, averaged over a handful of its (clean, noisy) pairs.
+"""Noise profiles: a camera's noise, made from a handful of its (clean, noisy) pairs.
 
 A profile lets a user make the noise of their own camera on any clean image, without metadata: calibrate
-once (``naflow-aug calibrate --pairs DIR --out profile.json``), then use ``profile:profile.json`` as the
-noise source. The JSON holds the format version, the model's class names and checkpoint SHA-256, the
-mixture weights (by class name), and how many pairs and which files they came from.
+once (``naflow-aug calibrate --pairs DIR --out camera.json``), then use ``profile:camera.json`` as the
+noise source. Two modes:
+
+- ``adapt`` (the default): a new configuration learned from the pairs (:mod:`naflow_aug.adapt`): its
+  latent Gaussian and a small change of the flow, stored as tensors in a file beside the JSON
+  (``camera.pt``, named by the JSON, read with ``torch.load(weights_only=True)``);
+- ``mixture``: the NAS posterior averaged over the pairs, i.e. mixture weights over the model's
+  configurations (the only mode of format version 1, whose files still load).
+
+The JSON holds the format version, the mode, the base model's class names and checkpoint SHA-256, the
+mixture weights or the tensors file (and its SHA-256), and how many pairs and which files it came from. A
+profile applies only to the base model it was made with: another checkpoint is refused with both SHA-256s.
 """
 
 from __future__ import annotations
@@ -20,32 +29,58 @@ import torch
 from tqdm.auto import tqdm
 
 from naflow_aug import tiling
-from naflow_aug.runs import atomic_write_json, read_json
+from naflow_aug.runs import atomic_write_json, read_json, sha256_file
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 KIND = "naflow-aug-noise-profile"
+MODES = ("adapt", "mixture")
 
 
 @dataclass(frozen=True)
 class NoiseProfile:
-    """Mixture weights over a model's configurations (``classes``, in the model's order)."""
+    """A camera's noise for a base model with configurations ``classes`` (in the model's order).
+
+    ``mode="mixture"``: ``weights`` over ``classes``. ``mode="adapt"``: ``tensors`` (the adapted model's
+    changes, :func:`naflow_aug.adapt.adapted_tensors`) and the new configuration's name ``camera``;
+    ``weights`` is empty.
+    """
 
     classes: tuple[str, ...]
-    weights: tuple[float, ...]
+    weights: tuple[float, ...] = ()
     model_sha256: str | None = None
     pairs: int = 0
     files: tuple[str, ...] = ()
     temperature: float = 1.0
     top_k: int | None = None
     extra: dict = field(default_factory=dict)
+    mode: str = "mixture"
+    camera: str | None = None
+    tensors: dict[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
         object.__setattr__(self, "files", tuple(self.files))
-        if len(self.classes) != len(self.weights) or not self.classes:
+        if self.mode not in MODES:
+            raise ValueError(f"profile mode must be one of {MODES}, got {self.mode!r}")
+        if not self.classes:
+            raise ValueError("a profile needs the base model's class names, got none")
+        if self.mode == "adapt":
+            if self.weights:
+                raise ValueError(f"an adapted profile has no mixture weights, got {len(self.weights)}")
+            if not isinstance(self.camera, str) or not self.camera:
+                raise ValueError(f"an adapted profile needs its camera class name, got {self.camera!r}")
+            if not isinstance(self.tensors, dict) or not all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in self.tensors.items()
+            ):
+                raise ValueError(
+                    f"an adapted profile needs tensors {{name: Tensor}}, got {type(self.tensors).__name__}"
+                )
+            return
+        if len(self.classes) != len(self.weights):
             raise ValueError(
                 f"a profile needs one weight per class, got {len(self.weights)} weights "
                 f"for {len(self.classes)} classes"
@@ -56,8 +91,8 @@ class NoiseProfile:
                 f"profile weights must be finite, >= 0 and not all zero, got {list(self.weights)}"
             )
 
-    def weights_for(self, model: Any) -> torch.Tensor:
-        """(K,) float32 weights in ``model.classes`` order, ValueError naming both class lists on mismatch."""
+    def _check_base(self, model: Any) -> None:
+        """ValueError naming both class lists, or both SHA-256s, when ``model`` is not this profile's base."""
         model_classes = list(model.classes)
         if list(self.classes) != model_classes:
             raise ValueError(
@@ -66,85 +101,197 @@ class NoiseProfile:
             )
         sha = getattr(model, "checkpoint_sha256", None)
         if self.model_sha256 and sha and sha != self.model_sha256:
-            log.warning(
-                "noise profile was calibrated with checkpoint %s, applying it to %s (same classes)",
-                self.model_sha256[:12],
-                sha[:12],
+            raise ValueError(
+                f"this noise profile was made for the base model with SHA-256 {self.model_sha256}, but the "
+                f"model given has SHA-256 {sha}; calibrate a profile with this model (`naflow-aug calibrate`)"
             )
+        if self.model_sha256 and not sha:
+            log.warning("applying a noise profile of checkpoint %s to a model of unknown checkpoint",
+                        self.model_sha256[:12])  # fmt: skip
+
+    def weights_for(self, model: Any) -> torch.Tensor:
+        """(K,) float32 mixture weights in ``model.classes`` order (mixture profiles only)."""
+        if self.mode != "mixture":
+            raise ValueError(f"weights_for needs a mixture profile, this one is {self.mode!r}; use model_for")
+        self._check_base(model)
         w = torch.tensor(self.weights, dtype=torch.float64)
         return (w / w.sum()).to(torch.float32)
 
+    def model_for(self, model: Any) -> tuple[Any, torch.Tensor]:
+        """(the model to sample from, its (K',) float32 weights) for the base ``model``: the base model and
+        the mixture weights, or the adapted model and its camera class alone."""
+        if self.mode == "mixture":
+            return model, self.weights_for(model)
+        from naflow_aug.adapt import apply_tensors
+
+        self._check_base(model)
+        adapted = apply_tensors(model, self.tensors, self.camera)
+        weights = torch.zeros(adapted.num_classes)
+        weights[-1] = 1.0
+        return adapted, weights
+
     def top(self, n: int = 5) -> list[tuple[str, float]]:
-        """The n heaviest configurations and their weights."""
+        """The n heaviest configurations and their weights (an adapted profile: its camera, weight 1)."""
+        if self.mode == "adapt":
+            return [(self.camera, 1.0)]
         order = sorted(range(len(self.weights)), key=lambda i: -self.weights[i])[:n]
         return [(self.classes[i], self.weights[i]) for i in order]
 
-    def to_dict(self) -> dict:
-        return {
+    def to_dict(self, tensors_file: str | None = None, tensors_sha256: str | None = None) -> dict:
+        data = {
             "format_version": FORMAT_VERSION,
             "kind": KIND,
+            "mode": self.mode,
             "model_classes": list(self.classes),
             "model_sha256": self.model_sha256,
-            "weights": {c: w for c, w in zip(self.classes, self.weights, strict=True)},
+            "weights": dict(zip(self.classes, self.weights, strict=True)) if self.weights else None,
+            "camera": self.camera,
+            "tensors": tensors_file,
+            "tensors_sha256": tensors_sha256,
             "pairs": self.pairs,
             "files": list(self.files),
             "temperature": self.temperature,
             "top_k": self.top_k,
             "extra": self.extra,
         }
+        return data
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "profile") -> NoiseProfile:
+    def from_dict(cls, data: dict, where: str = "profile", tensors: dict | None = None) -> NoiseProfile:
         if not isinstance(data, dict) or data.get("kind") != KIND:
             got = data.get("kind") if isinstance(data, dict) else type(data).__name__
             raise ValueError(f"{where}: not a naflow-aug noise profile (expected kind {KIND!r}, got {got!r})")
-        if data.get("format_version") != FORMAT_VERSION:
+        if data.get("format_version") not in READABLE_VERSIONS:
             raise ValueError(
                 f"{where}: profile format_version {data.get('format_version')!r} is not supported "
-                f"(expected {FORMAT_VERSION})"
+                f"(expected one of {READABLE_VERSIONS})"
             )
         classes = list(data["model_classes"])
-        weights = data["weights"]
-        if not isinstance(weights, dict) or sorted(weights) != sorted(classes):
+        mode = data.get("mode", "mixture")
+        weights = data.get("weights")
+        if mode == "mixture" and (not isinstance(weights, dict) or sorted(weights) != sorted(classes)):
             raise ValueError(f"{where}: 'weights' must map every class in 'model_classes' to a weight")
         return cls(
             classes=tuple(classes),
-            weights=tuple(float(weights[c]) for c in classes),
+            weights=tuple(float(weights[c]) for c in classes) if mode == "mixture" else (),
             model_sha256=data.get("model_sha256"),
             pairs=int(data.get("pairs", 0)),
             files=tuple(data.get("files", ())),
             temperature=float(data.get("temperature", 1.0)),
             top_k=data.get("top_k"),
             extra=dict(data.get("extra") or {}),
+            mode=mode,
+            camera=data.get("camera"),
+            tensors=tensors,
         )
 
     def save(self, path: str | os.PathLike) -> Path:
-        return atomic_write_json(path, self.to_dict())
+        """Write ``path`` (JSON) and, for an adapted profile, its tensors beside it (``<stem>.pt``)."""
+        path = Path(path)
+        if self.mode == "mixture":
+            return atomic_write_json(path, self.to_dict())
+        tensors_path = path.with_suffix(".pt")
+        if tensors_path == path:
+            raise ValueError(f"profile path {str(path)!r} must not end in .pt (the tensors go there)")
+        tmp = tensors_path.with_name(tensors_path.name + ".tmp")
+        torch.save({k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}, tmp)
+        os.replace(tmp, tensors_path)
+        return atomic_write_json(path, self.to_dict(tensors_path.name, sha256_file(tensors_path)))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> NoiseProfile:
-        return cls.from_dict(read_json(path, "noise profile file"), where=str(path))
+        path = Path(path)
+        data = read_json(path, "noise profile file")
+        tensors = None
+        if isinstance(data, dict) and data.get("mode") == "adapt":
+            tensors = _load_tensors(path, data)
+        return cls.from_dict(data, where=str(path), tensors=tensors)
+
+
+def _load_tensors(path: Path, data: dict) -> dict[str, torch.Tensor]:
+    name = data.get("tensors")
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        raise ValueError(f"{path}: 'tensors' must name a file beside the profile, got {name!r}")
+    tensors_path = path.parent / name
+    if not tensors_path.is_file():
+        raise ValueError(f"{path}: its tensors file {str(tensors_path)!r} does not exist")
+    expected = data.get("tensors_sha256")
+    if expected and sha256_file(tensors_path) != expected:
+        raise ValueError(
+            f"{path}: tensors file {tensors_path.name} has SHA-256 {sha256_file(tensors_path)}, the profile "
+            f"records {expected}"
+        )
+    tensors = torch.load(tensors_path, map_location="cpu", weights_only=True)
+    if not isinstance(tensors, dict):
+        raise ValueError(f"{tensors_path}: expected a {{name: tensor}} mapping, got {type(tensors).__name__}")
+    return tensors
 
 
 def calibrate(
     model: Any,
     pairs: Iterable[tuple[torch.Tensor, torch.Tensor]],
     *,
+    mode: str = "adapt",
     files: Sequence[str] = (),
+    adapt_config: Any = None,
     temperature: float = 1.0,
     top_k: int | None = None,
     tile_size: int | None = tiling.DEFAULT_TILE_SIZE,
     overlap: int = tiling.DEFAULT_OVERLAP,
     progress: bool = False,
 ) -> NoiseProfile:
-    """Average the NAS posterior of (clean, noisy) pairs ((3, H, W) float in [0, 1], any size).
+    """A profile of a camera from its (clean, noisy) pairs ((3, H, W) float in [0, 1], any size).
 
-    Each pair's posterior is computed once for the whole image (tiled when large); the profile's weights are
-    the mean of the per-pair posteriors.
+    ``mode="adapt"`` (default): a new configuration learned from the pairs (:func:`naflow_aug.adapt.adapt`
+    with ``adapt_config``, an :class:`~naflow_aug.adapt.AdaptConfig`; its seed makes it deterministic).
+    ``mode="mixture"``: each pair's NAS posterior, computed once for the whole image (tiled when large),
+    averaged over the pairs.
     """
-    from naflow_aug.sampling import ModelSource, check_images, resolve_model
+    from naflow_aug.sampling import resolve_model
 
+    if mode not in MODES:
+        raise ValueError(f"calibrate mode must be one of {MODES}, got {mode!r}")
     model = resolve_model(model)
+    if mode == "adapt":
+        return _calibrate_adapt(model, list(pairs), files=files, config=adapt_config, progress=progress)
+    return _calibrate_mixture(model, pairs, files=files, temperature=temperature, top_k=top_k,
+                              tile_size=tile_size, overlap=overlap, progress=progress)  # fmt: skip
+
+
+def _calibrate_adapt(
+    model: Any, pairs: list, *, files: Sequence[str], config: Any, progress: bool
+) -> NoiseProfile:
+    from naflow_aug.adapt import AdaptConfig, adapt, adapted_tensors
+
+    config = config or AdaptConfig()
+    adapted, info = adapt(model, pairs, config, progress=progress)
+    profile = NoiseProfile(
+        classes=tuple(model.classes),
+        model_sha256=getattr(model, "checkpoint_sha256", None),
+        pairs=len(pairs),
+        files=tuple(files),
+        extra={"adapt": config.to_dict(), "adapt_info": info},
+        mode="adapt",
+        camera=config.camera,
+        tensors=adapted_tensors(model, adapted, config),
+    )
+    log.info("adapted a profile from %d pairs in %.1f s", len(pairs), info["seconds"])
+    return profile
+
+
+def _calibrate_mixture(
+    model: Any,
+    pairs: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    files: Sequence[str],
+    temperature: float,
+    top_k: int | None,
+    tile_size: int | None,
+    overlap: int,
+    progress: bool,
+) -> NoiseProfile:
+    from naflow_aug.sampling import ModelSource, check_images
+
     source = ModelSource("nas", model, kind="nas", temperature=temperature, top_k=top_k, tile_size=tile_size,
                          overlap=overlap)  # fmt: skip
     total = torch.zeros(len(model.classes), dtype=torch.float64)
@@ -279,4 +426,5 @@ def profile_source(model: Any, profile: NoiseProfile | str | os.PathLike, **kwar
     if not isinstance(profile, NoiseProfile):
         spec = f"profile:{profile}"
         profile = NoiseProfile.load(profile)
-    return ModelSource(spec, model, kind="profile", weights=profile.weights_for(model), **kwargs)
+    net, weights = profile.model_for(model)
+    return ModelSource(spec, net, kind="profile", weights=weights, **kwargs)

@@ -616,10 +616,10 @@ def make_noise_source(
             weights[classes.index(arg)] = 1.0
         elif kind == "weights":
             weights = parse_weights(arg, classes)
-        elif kind == "profile":
+        elif kind == "profile":  # a mixture over net's classes, or an adapted copy of net and its camera
             from naflow_aug.profiles import NoiseProfile
 
-            weights = NoiseProfile.load(arg).weights_for(net)
+            net, weights = NoiseProfile.load(arg).model_for(net)
         return ModelSource(spec, net, kind=kind, weights=weights, **common)
     if kind == "gaussian":
         try:

@@ -1,0 +1,255 @@
+"""Adaptation: a new camera configuration learned from a handful of its (clean, noisy) pairs.
+
+The bundled model's configurations are SIDD phones. A camera outside SIDD (weaker, JPEG-processed noise)
+is none of them, and no mixture of them fits it; a new latent Gaussian fitted to the pairs' latents does
+not fit it either, because the flow maps that camera's noise to latents with spatial structure that an
+iid Gaussian lacks, and sampled iid latents decode to noise that is too strong. So the adaptation learns
+a new configuration *and* changes the flow a little so that the camera's noise maps to an iid Gaussian:
+
+1. the model gets one more class, its Gaussian started at the closed-form fit of the pairs' latents
+   (:func:`naflow_aug.train.refit_prior`);
+2. a few hundred steps of the training objective (``NAFlow.nll``) on random crops, flips and rotations of
+   the pairs (the training pipeline's batches, :class:`naflow_aug.train._StepBatches`), at a low learning
+   rate, on the parameters that :data:`TRAINABLE` names, all randomness from ``seed``.
+
+The result is stored as the changed tensors only (:func:`adapted_tensors`) and applied to the base model
+again with :func:`apply_tensors`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+#: which parameters the adaptation trains besides the new class's Gaussian
+TRAINABLE = ("all", "flow", "conditional", "linear", "none")
+CAMERA_CLASS = "camera"
+PRIOR_KEYS = ("prior.mean", "prior.std")
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """The adaptation recipe (the defaults are the measured one; see the README's camera profile section).
+
+    ``train``: ``all`` (flow and clean-image encoder), ``flow`` (the flow layers), ``conditional`` (the
+    flow's clean-conditioned coupling steps), ``linear`` (ActNorm and 1x1 convolutions) or ``none`` (the
+    new Gaussian only). ``std_scale``: after training, the new class's std is multiplied by this.
+    """
+
+    steps: int = 300
+    lr: float = 5e-5
+    latent_lr: float = 2e-3
+    batch_size: int = 8
+    crop_size: int = 64
+    train: str = "all"
+    cond_noise_std: float = 3.0 / 255.0
+    refit_max_size: int = 512
+    seed: int = 0
+    camera: str = CAMERA_CLASS
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "crop_size", "refit_max_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "steps" else 1):
+                raise ValueError(f"AdaptConfig.{name} must be a positive integer, got {value!r}")
+        if self.crop_size % 8:
+            raise ValueError(f"AdaptConfig.crop_size must be a multiple of 8, got {self.crop_size}")
+        if not (self.lr > 0 and self.latent_lr > 0):
+            raise ValueError(f"AdaptConfig.lr and latent_lr must be > 0, got {self.lr}, {self.latent_lr}")
+        if self.train not in TRAINABLE:
+            raise ValueError(f"AdaptConfig.train must be one of {TRAINABLE}, got {self.train!r}")
+        if not self.cond_noise_std >= 0:
+            raise ValueError(f"AdaptConfig.cond_noise_std must be >= 0, got {self.cond_noise_std}")
+        if not isinstance(self.camera, str) or not self.camera:
+            raise ValueError(f"AdaptConfig.camera must be a non-empty name, got {self.camera!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def extend_model(base: nn.Module, camera: str) -> nn.Module:
+    """A copy of ``base`` (a NAFlow) with one more class named ``camera`` (its Gaussian: zero mean, unit
+    std until fitted), on the base model's device and dtype, in eval mode without gradients."""
+    from naflow_aug.flow.model import NAFlow
+
+    if camera in base.classes:
+        raise ValueError(f"the new camera class {camera!r} is already one of the model's {base.classes}")
+    config = dataclasses.replace(base.config, classes=(*base.classes, camera))
+    model = NAFlow(config)
+    state = {k: v.detach().clone() for k, v in base.state_dict().items()}
+    for key in PRIOR_KEYS:
+        old = state[key]
+        fresh = torch.eye(old.shape[1], dtype=old.dtype, device=old.device)[None] if old.dim() == 3 else None
+        if fresh is None:
+            fresh = torch.zeros_like(old[:1]) if key == "prior.mean" else torch.ones_like(old[:1])
+        state[key] = torch.cat([old, fresh])
+    param = next(base.parameters())
+    model = model.to(param.device, param.dtype)
+    model.load_state_dict(state, strict=True)
+    model.base_sha256 = getattr(base, "checkpoint_sha256", None)
+    model.checkpoint_sha256 = None
+    return model.freeze()
+
+
+def _trainable_names(model: nn.Module, which: str) -> list[str]:
+    names = [n for n, _ in model.named_parameters() if not n.startswith("prior.")]
+    if which == "all":
+        return names
+    if which == "flow":
+        return [n for n in names if n.startswith("flow.")]
+    if which == "conditional":
+        return [n for n in names if n.startswith("flow.") and (".coupling." in n or ".injector." in n)]
+    if which == "linear":
+        return [n for n in names if n.startswith("flow.") and (".actnorm." in n or ".conv." in n)]
+    return []
+
+
+def _as_uint8(x: torch.Tensor, name: str) -> torch.Tensor:
+    if x.dtype == torch.uint8:
+        return x.cpu()
+    if not x.is_floating_point() or x.dim() != 3 or x.shape[0] != 3:
+        raise ValueError(f"{name} must be a (3, H, W) uint8 or float tensor in [0, 1], got {x.dtype} "
+                         f"{tuple(x.shape)}")  # fmt: skip
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"{name} values must lie in [0, 1], got min {lo:.4g} and max {hi:.4g}")
+    return (x.detach().float().cpu() * 255.0).round_().to(torch.uint8)
+
+
+def adapt(
+    base: nn.Module,
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    config: AdaptConfig | None = None,
+    *,
+    progress: bool = False,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Learn a new configuration from (clean, noisy) pairs ((3, H, W) float in [0, 1] or uint8; 8-bit
+    values: floats are rounded to 1/255) and return ``(adapted model, info)``.
+
+    The adapted model is ``base`` with one more class (``config.camera``, last) and the changed flow; the
+    base model is not modified. ``info`` holds the steps, seconds, first and last losses (bits per pixel).
+    """
+    from naflow_aug.train import TrainConfig, _Pair, _StepBatches, refit_prior
+
+    config = config or AdaptConfig()
+    if not isinstance(config, AdaptConfig):
+        raise TypeError(f"config must be an AdaptConfig, got {type(config).__name__}")
+    images = []
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, tuple | list) and len(pair) == 2):
+            raise TypeError(f"pairs must hold (clean, noisy) tuples, item {i} is {type(pair).__name__}")
+        clean, noisy = _as_uint8(pair[0], f"clean image {i}"), _as_uint8(pair[1], f"noisy image {i}")
+        if clean.shape != noisy.shape:
+            raise ValueError(f"pair {i}: clean {tuple(clean.shape)} and noisy {tuple(noisy.shape)} differ")
+        if min(clean.shape[1:]) < config.crop_size:
+            raise ValueError(
+                f"pair {i} is {tuple(clean.shape[1:])}, smaller than crop_size {config.crop_size}"
+            )
+        images.append((noisy, clean))
+    if not images:
+        raise ValueError("adapt got no (clean, noisy) pairs")
+    start = time.perf_counter()
+    model = extend_model(base, config.camera)
+    camera_id = model.num_classes - 1
+    refit_prior(model, [(n, c, config.camera) for n, c in images], max_size=config.refit_max_size)
+
+    names = set(_trainable_names(model, config.train))
+    flow_params = [p for n, p in model.named_parameters() if n in names]
+    latent_params = [model.prior.mean, model.prior.std]
+    for p in [*flow_params, *latent_params]:
+        p.requires_grad_(True)
+    groups = [{"params": latent_params, "lr": config.latent_lr}]
+    if flow_params:
+        groups.append({"params": flow_params, "lr": config.lr})
+    optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99))
+    train_config = TrainConfig(
+        preset="cpu", steps=max(config.steps, 1), batch_size=config.batch_size, crop_size=config.crop_size,
+        augment=True, class_balanced=False, dequantize=True, cond_noise_std=config.cond_noise_std,
+        seed=config.seed,
+    )  # fmt: skip
+    fake_pairs = [_Pair(Path(f"pair{i}_noisy"), Path(f"pair{i}_clean"), config.camera, str(i))
+                  for i in range(len(images))]  # fmt: skip
+    batches = _StepBatches(fake_pairs, [camera_id] * len(images), model.num_classes, train_config, 0, images)
+    # ActNorm keeps its fitted statistics: train mode only matters for layers that initialise on first use
+    model.eval()
+    device = next(model.parameters()).device
+    losses: list[float] = []
+    bar = tqdm(range(config.steps), desc="adapt", unit="step", disable=not progress, leave=False)
+    for step in bar:
+        batch = batches[step]
+        loss = model.nll(
+            batch["noisy"].to(device), batch["clean"].to(device), batch["labels"].to(device)
+        ).mean()
+        if not math.isfinite(loss.item()):
+            raise RuntimeError(f"adaptation step {step}: non-finite loss {loss.item()}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if step % 10 == 0:
+            bar.set_postfix(nll=f"{losses[-1]:.3f}")
+    bar.close()
+    model.freeze()
+    seconds = time.perf_counter() - start
+    info = {
+        "steps": config.steps,
+        "seconds": round(seconds, 1),
+        "trained_parameters": sum(p.numel() for p in flow_params) + 2 * model.prior.mean.shape[1],
+        "nll_first": losses[0] if losses else None,
+        "nll_last": float(sum(losses[-20:]) / len(losses[-20:])) if losses else None,
+    }
+    log.info("adapted to %d pairs in %.1f s: %s", len(images), seconds, info)
+    return model, info
+
+
+def adapted_tensors(base: nn.Module, adapted: nn.Module, config: AdaptConfig) -> dict[str, torch.Tensor]:
+    """What an adapted model changed relative to ``base``: the new class's mean and std, and every trained
+    parameter, by state-dict name (CPU float32 copies)."""
+    state = adapted.state_dict()
+    out = {"camera.mean": state["prior.mean"][-1].detach().cpu().clone(),
+           "camera.std": state["prior.std"][-1].detach().cpu().clone()}  # fmt: skip
+    for name in _trainable_names(adapted, config.train):
+        out[name] = state[name].detach().cpu().clone()
+    return out
+
+
+def apply_tensors(base: nn.Module, tensors: Mapping[str, torch.Tensor], camera: str) -> nn.Module:
+    """The adapted model of ``base`` from :func:`adapted_tensors`'s output; ValueError naming a tensor that
+    does not fit the base model."""
+    model = extend_model(base, camera)
+    state = model.state_dict()
+    for key in ("camera.mean", "camera.std"):
+        if key not in tensors:
+            raise ValueError(f"adapted profile tensors lack {key!r} (got {sorted(tensors)[:5]}...)")
+    updates = {}
+    for name, value in tensors.items():
+        if name.startswith("camera."):
+            continue
+        if name not in state or name.startswith("prior.") or state[name].shape != value.shape:
+            got = tuple(value.shape)
+            expected = tuple(state[name].shape) if name in state else "no such tensor"
+            raise ValueError(
+                f"adapted profile tensor {name!r} {got} does not fit the base model ({expected})"
+            )
+        updates[name] = value
+    with torch.no_grad():
+        for name, value in updates.items():
+            state[name].copy_(value)
+        for key, part in (("prior.mean", "camera.mean"), ("prior.std", "camera.std")):
+            if state[key][-1].shape != tensors[part].shape:
+                raise ValueError(f"adapted profile tensor {part!r} {tuple(tensors[part].shape)} does not fit "
+                                 f"the base model's latent ({tuple(state[key][-1].shape)})")  # fmt: skip
+            state[key][-1].copy_(tensors[part])
+    return model

@@ -1,0 +1,197 @@
+"""Adapted noise profiles (naflow_aug.adapt, naflow_aug.profiles mode "adapt"): round trip, wrong base
+refused, determinism from the seed, the noise source and transforms, old mixture profiles, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import naflow_aug
+from naflow_aug import cli, save_checkpoint
+from naflow_aug.adapt import AdaptConfig, adapt, apply_tensors, extend_model
+from naflow_aug.data.images import write_png
+from naflow_aug.profiles import NoiseProfile, calibrate, profile_source
+from naflow_aug.runs import sha256_file
+from naflow_aug.sampling import make_noise_source
+
+TINY = AdaptConfig(steps=4, batch_size=2, crop_size=16, refit_max_size=32, seed=3)
+
+
+def _pairs(model, n: int = 2, size: int = 32, config: str = "C_03200"):
+    g = torch.Generator().manual_seed(5)
+    clean = torch.rand(n, 3, size, size, generator=g) * 0.6 + 0.2
+    noisy = model.sample(clean, config=config, generator=g)
+    # 8-bit pairs, as a camera's files are
+    return [((c * 255).round() / 255, (x * 255).round() / 255) for c, x in zip(clean, noisy, strict=True)]
+
+
+@pytest.fixture(scope="module")
+def base(tiny_checkpoint):
+    return naflow_aug.load(tiny_checkpoint)  # knows its checkpoint's SHA-256
+
+
+@pytest.fixture(scope="module")
+def adapted_profile(base, tmp_path_factory):
+    profile = calibrate(base, _pairs(base), files=["a.png", "b.png"], adapt_config=TINY)
+    path = profile.save(tmp_path_factory.mktemp("profile") / "camera.json")
+    return profile, path
+
+
+def test_adapt_trains_a_new_class_and_leaves_the_base_alone(base) -> None:
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    model, info = adapt(base, _pairs(base), TINY)
+    assert model.classes == [*base.classes, "camera"] and model is not base
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in before.items())
+    assert info["steps"] == 4 and info["trained_parameters"] > 0 and np.isfinite(info["nll_last"])
+    changed = [
+        k
+        for k, v in model.state_dict().items()
+        if not k.startswith("prior.") and not torch.equal(v, before[k])
+    ]
+    assert changed  # the flow moved
+    assert not any(p.requires_grad for p in model.parameters()) and not model.training
+
+
+def test_adapt_without_steps_is_the_closed_form_fit(base) -> None:
+    from naflow_aug.train import refit_prior
+
+    pairs = _pairs(base)
+    model, _ = adapt(base, pairs, AdaptConfig(steps=0, crop_size=16, refit_max_size=32, train="none"))
+    ref = extend_model(base, "camera")
+    refit_prior(ref, [(n, c, "camera") for c, n in pairs], max_size=32)
+    assert torch.allclose(model.prior.mean[-1], ref.prior.mean[-1]) and torch.allclose(
+        model.prior.std[-1], ref.prior.std[-1]
+    )
+    assert not torch.allclose(model.prior.std[-1], torch.ones_like(model.prior.std[-1]))
+
+
+def test_adapted_profile_round_trip(base, adapted_profile) -> None:
+    profile, path = adapted_profile
+    data = json.loads(path.read_text())
+    assert data["mode"] == "adapt" and data["model_sha256"] == base.checkpoint_sha256 == profile.model_sha256
+    assert data["files"] == ["a.png", "b.png"] and data["pairs"] == 2 and data["weights"] is None
+    assert data["tensors"] == "camera.pt" and data["tensors_sha256"] == sha256_file(path.with_suffix(".pt"))
+    assert data["extra"]["adapt"]["seed"] == 3 and data["extra"]["adapt"]["steps"] == 4
+    loaded = NoiseProfile.load(path)
+    assert loaded == profile and sorted(loaded.tensors) == sorted(profile.tensors)
+    assert all(torch.equal(loaded.tensors[k], profile.tensors[k]) for k in profile.tensors)
+    clean = torch.rand(2, 3, 24, 32, generator=torch.Generator().manual_seed(1)) * 0.8 + 0.1
+    a, pa = profile_source(base, profile)(clean, seeds=[1, 2])
+    b, pb = make_noise_source(f"profile:{path}", base)(clean, seeds=[1, 2])
+    assert torch.equal(a, b) and pb.classes == (*base.classes, "camera") and pb.weights[:, -1].eq(1).all()
+    # it is the adapted model's camera class that makes the noise: NAFlow.sample on the adapted model agrees
+    net, weights = loaded.model_for(base)
+    assert torch.allclose(net.sample(clean, weights=weights, seeds=[1, 2]), b, atol=1e-5)
+
+
+def test_profile_of_another_base_model_is_refused(base, adapted_profile, tiny_model, tmp_path) -> None:
+    _, path = adapted_profile
+    twin = naflow_aug.NAFlow(tiny_model.config)
+    twin.load_state_dict(tiny_model.state_dict())
+    with torch.no_grad():
+        twin.prior.std.mul_(1.5)
+    other_path = save_checkpoint(twin, tmp_path / "other.pt")
+    other = naflow_aug.load(other_path)
+    with pytest.raises(ValueError) as e:
+        make_noise_source(f"profile:{path}", other)
+    assert base.checkpoint_sha256 in str(e.value) and other.checkpoint_sha256 in str(e.value)
+    mixture = NoiseProfile(
+        classes=tuple(base.classes), weights=(0.2, 0.3, 0.5), model_sha256=base.checkpoint_sha256
+    )
+    with pytest.raises(ValueError, match=other.checkpoint_sha256):
+        profile_source(other, mixture)
+
+
+def test_adapted_profile_file_errors(base, adapted_profile, tmp_path) -> None:
+    _, path = adapted_profile
+    data = json.loads(path.read_text())
+    moved = tmp_path / "moved.json"
+    moved.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="does not exist"):
+        NoiseProfile.load(moved)  # the tensors file did not come along
+    (tmp_path / "camera.pt").write_bytes(path.with_suffix(".pt").read_bytes()[:-8] + b"tampered")
+    moved.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="SHA-256"):
+        NoiseProfile.load(moved)
+    good = NoiseProfile.load(path).tensors
+    name = next(k for k in good if k.startswith("flow."))
+    with pytest.raises(ValueError, match=f"{name}.*does not fit"):
+        apply_tensors(base, {**good, name: torch.zeros(2)}, "camera")
+    with pytest.raises(ValueError, match="lack 'camera.std'"):
+        apply_tensors(base, {"camera.mean": good["camera.mean"]}, "camera")
+
+
+def test_adapt_is_deterministic_from_its_seed(base) -> None:
+    pairs = _pairs(base)
+    one = calibrate(base, pairs, adapt_config=TINY).tensors
+    two = calibrate(base, pairs, adapt_config=TINY).tensors
+    three = calibrate(base, pairs, adapt_config=AdaptConfig(**{**TINY.to_dict(), "seed": 4})).tensors
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    assert any(not torch.equal(one[k], three[k]) for k in one)
+
+
+def test_adapt_rejects_bad_input(base) -> None:
+    with pytest.raises(ValueError, match="no \\(clean, noisy\\) pairs"):
+        adapt(base, [], TINY)
+    with pytest.raises(ValueError, match="smaller than crop_size"):
+        adapt(base, _pairs(base, size=8), TINY)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        adapt(base, [(torch.full((3, 32, 32), 2.0), torch.zeros(3, 32, 32))], TINY)
+    with pytest.raises(ValueError, match="train must be one of"):
+        AdaptConfig(train="encoder-only")
+    with pytest.raises(ValueError, match="already one of"):
+        extend_model(base, "A_00100")
+
+
+def test_adapted_noise_source_and_transforms(base, adapted_profile, tiny_checkpoint) -> None:
+    from naflow_aug.transforms import NAFlowNoise, NAFlowNoiseAlb
+
+    _, path = adapted_profile
+    g = torch.Generator().manual_seed(2)
+    clean = torch.rand(2, 3, 20, 28, generator=g)  # not a multiple of 8: padded and cropped back
+    source = make_noise_source(f"profile:{path}", base)
+    noisy, params = source(clean, generator=g)
+    assert noisy.shape == clean.shape and noisy.dtype == torch.float32 and 0 <= float(noisy.min())
+    assert torch.equal(source.replay(clean, params), noisy) and not torch.equal(noisy, clean)
+    t = NAFlowNoise(base, profile=path, seed=0)
+    out = t((clean * 255).to(torch.uint8))
+    assert out.shape == clean.shape and out.dtype == torch.uint8
+    out = t(clean[0])
+    assert out.shape == clean[0].shape and out.dtype == torch.float32
+    alb = NAFlowNoiseAlb(model=str(tiny_checkpoint), profile=str(path))
+    image = (clean[0].permute(1, 2, 0) * 255).to(torch.uint8).numpy()
+    res = alb(image=image)["image"]
+    assert res.shape == image.shape and res.dtype == np.uint8
+
+
+def test_old_mixture_profiles_still_load(tiny_model, tmp_path) -> None:
+    # a profile as format version 1 wrote it (before adapted profiles)
+    old = {
+        "format_version": 1, "kind": "naflow-aug-noise-profile", "model_classes": list(tiny_model.classes),
+        "model_sha256": None, "weights": {"A_00100": 0.1, "B_00800": 0.2, "C_03200": 0.7}, "pairs": 3,
+        "files": ["x.png"], "temperature": 1.0, "top_k": None, "extra": {},
+    }  # fmt: skip
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    profile = NoiseProfile.load(tmp_path / "old.json")
+    assert profile.mode == "mixture" and profile.top(1) == [("C_03200", 0.7)]
+    _, params = make_noise_source(f"profile:{tmp_path / 'old.json'}", tiny_model)(torch.rand(1, 3, 16, 16))
+    assert torch.allclose(params.weights[0], torch.tensor([0.1, 0.2, 0.7]))
+
+
+def test_calibrate_cli_adapts_by_default(base, tiny_checkpoint, tmp_path, capsys) -> None:
+    pairs = _pairs(base, size=64)
+    for i, (clean, noisy) in enumerate(pairs):
+        write_png(tmp_path / "pairs" / "clean" / f"s{i}.png", clean)
+        write_png(tmp_path / "pairs" / "noisy" / f"s{i}.png", noisy)
+    out = tmp_path / "camera.json"
+    ckpt = str(tiny_checkpoint)
+    args = ["calibrate", "--pairs", str(tmp_path / "pairs"), "--out", str(out), "--model", ckpt]
+    args += ["--steps", "2", "--seed", "1", "--no-progress"]
+    assert cli.main(args) == 0 and "adapted profile from 2 pairs" in capsys.readouterr().out
+    profile = NoiseProfile.load(out)
+    assert profile.mode == "adapt" and profile.model_sha256 == sha256_file(tiny_checkpoint)
+    assert profile.files == ("noisy/s0.png", "noisy/s1.png") and out.with_suffix(".pt").is_file()
+    assert profile.extra["adapt"]["steps"] == 2 and profile.extra["adapt"]["seed"] == 1
