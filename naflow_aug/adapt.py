@@ -45,7 +45,8 @@ class AdaptConfig:
 
     ``train``: ``all`` (flow and clean-image encoder), ``flow`` (the flow layers), ``conditional`` (the
     flow's clean-conditioned coupling steps), ``linear`` (ActNorm and 1x1 convolutions) or ``none`` (the
-    new Gaussian only). ``std_scale``: after training, the new class's std is multiplied by this.
+    new Gaussian only). ``match_std``: after training, scale the new class's latent std so that noise sampled
+    on the pairs' clean images has the pairs' noise standard deviation (:func:`_match_noise_std`).
     """
 
     steps: int = 300
@@ -56,6 +57,7 @@ class AdaptConfig:
     train: str = "all"
     cond_noise_std: float = 3.0 / 255.0
     refit_max_size: int = 512
+    match_std: bool = False
     seed: int = 0
     camera: str = CAMERA_CLASS
 
@@ -202,6 +204,7 @@ def adapt(
             bar.set_postfix(nll=f"{losses[-1]:.3f}")
     bar.close()
     model.freeze()
+    scale = _match_noise_std(model, images, config) if config.match_std else 1.0
     seconds = time.perf_counter() - start
     info = {
         "steps": config.steps,
@@ -209,9 +212,46 @@ def adapt(
         "trained_parameters": sum(p.numel() for p in flow_params) + 2 * model.prior.mean.shape[1],
         "nll_first": losses[0] if losses else None,
         "nll_last": float(sum(losses[-20:]) / len(losses[-20:])) if losses else None,
+        "std_scale": scale,
     }
     log.info("adapted to %d pairs in %.1f s: %s", len(images), seconds, info)
     return model, info
+
+
+@torch.no_grad()
+def _match_noise_std(model: nn.Module, images: list, config: AdaptConfig, iterations: int = 8) -> float:
+    """Multiply the camera class's latent std by the scale (found by bisection in log space over [1/4, 2])
+    at which noise decoded on the pairs' clean images (centre crops of at most ``refit_max_size``, seeds
+    from ``config.seed``) has the real noise's mean square; returns the scale."""
+    from naflow_aug.evaluate import trim_to_multiple
+
+    device, dtype = model.prior.mean.device, model.prior.mean.dtype
+    m = model.size_multiple
+    size = config.refit_max_size
+    crops = [[trim_to_multiple(x.float() / 255, m, size)[None].to(device, dtype) for x in p] for p in images]
+    real = sum(float((n - c).pow(2).mean()) for n, c in crops) / len(crops)
+    feats = [model.condition(c) for _, c in crops]
+    g = torch.Generator().manual_seed(config.seed)
+    eps = [
+        torch.randn((1, model.latent_channels, c.shape[2] // m, c.shape[3] // m), generator=g)
+        for _, c in crops
+    ]
+    mean, std = model.prior.mean[-1].clone(), model.prior.std[-1].clone()
+
+    def power(scale: float) -> float:
+        total = 0.0
+        for (_, c), f, e in zip(crops, feats, eps, strict=True):
+            z = model.prior.reparameterize(mean[None], (std * scale)[None], e.to(device, dtype))
+            total += float((model.decode(z, c, f).clamp(0, 1) - c).pow(2).mean())
+        return total / len(crops)
+
+    lo, hi = math.log(0.25), math.log(2.0)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if power(math.exp(mid)) < real else (lo, mid)
+    scale = math.exp(0.5 * (lo + hi))
+    model.prior.std[-1] = std * scale
+    return scale
 
 
 def adapted_tensors(base: nn.Module, adapted: nn.Module, config: AdaptConfig) -> dict[str, torch.Tensor]:

@@ -193,6 +193,7 @@ class NoiseProfile:
         tensors_path = path.with_suffix(".pt")
         if tensors_path == path:
             raise ValueError(f"profile path {str(path)!r} must not end in .pt (the tensors go there)")
+        tensors_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = tensors_path.with_name(tensors_path.name + ".tmp")
         torch.save({k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}, tmp)
         os.replace(tmp, tensors_path)

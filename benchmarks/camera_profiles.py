@@ -1,0 +1,275 @@
+"""Profiles of cameras the model never saw (issue 17): adapted vs mixture profiles vs 2-pair baselines.
+
+For each camera+ISO group of ``../shared/data/nam-cc60`` (three DSLRs outside SIDD): calibrate on the
+group's first 2 pairs (file-name order), score on the others (KLD / AKLD of ``naflow_aug.metrics``, one
+sample per pair, lower is better):
+
+  adapted profile      ``naflow-aug calibrate`` (default mode): a new configuration learned from the 2 pairs
+  mixture profile      ``naflow-aug calibrate --mode mixture``: the mean NAS posterior of the 2 pairs
+  Gaussian (2 pairs)   white Gaussian noise with the std of the 2 pairs' noise
+  Poisson-Gaussian     per-channel ``var = a*x + b`` fitted on the 2 pairs
+
+The same for a few SIDD configurations of the committed split (``naflow_aug/splits/sidd_mini.toml``):
+calibrate on 2 training pairs of the configuration, score on its validation pairs, with NAS (each scored
+pair's own noisy image as the reference) as the row to match. Then one denoising check (``--denoise
+GROUP``): a DnCNN (``naflow-aug bench``'s ``cpu`` preset) trained on clean images (the SIDD-mini training
+split's ground truth) with the group's adapted profile, one with its 2-pair Gaussian, both scored on the
+group's scored real pairs.
+
+    nice -n 10 python benchmarks/camera_profiles.py --out /tmp/camera_profiles --denoise Nikon_D800_ISO1600
+
+Prints the tables (Markdown) and writes everything to ``OUT/results.json``; profiles go to ``OUT/profiles``.
+Groups can run in parallel (``--groups A B --sidd-configs`` in one process, ``--groups --sidd-configs X``
+in another); ``--merge OUT1 OUT2 ...`` prints the tables of their results together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+
+import naflow_aug
+from naflow_aug.adapt import AdaptConfig
+from naflow_aug.baselines import fit_baselines
+from naflow_aug.data import sidd
+from naflow_aug.data.images import load_image
+from naflow_aug.evaluate import TRUE_CONFIG, HeldOutPair, noise_quality
+from naflow_aug.profiles import calibrate, pair_files
+from naflow_aug.runs import atomic_write_json
+from naflow_aug.sampling import make_noise_source
+
+SHARED = Path(os.environ.get("NAFLOW_AUG_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+NAM = SHARED / "data" / "nam-cc60"
+SIDD = SHARED / "data" / "sidd-medium-mini"
+# one configuration per phone with at least 2 training pairs and a validation pair in the committed split
+SIDD_CONFIGS = ("G4_00100", "GP_00800", "IP_01600", "S6_03200")
+ROWS = ("adapted profile", "mixture profile", "Gaussian (2 pairs)", "Poisson-Gaussian (2 pairs)")
+log = logging.getLogger("camera_profiles")
+
+
+def _profiles(
+    base, name: str, label: str, calib: list, files: list[str], out: Path, config: AdaptConfig
+) -> dict:
+    """Adapted and mixture profiles of one group, saved under out/profiles, and the 2-pair baselines fitted
+    as configuration ``label`` (the scored pairs' label); their sources and timings."""
+    folder = out / "profiles"
+    t = time.perf_counter()
+    adapted = calibrate(base, calib, files=files, adapt_config=config, progress=True)
+    adapt_s = time.perf_counter() - t
+    adapted_path = adapted.save(folder / f"{name}.json")
+    t = time.perf_counter()
+    mixture = calibrate(base, calib, mode="mixture", files=files)
+    mixture_s = time.perf_counter() - t
+    mixture_path = mixture.save(folder / f"{name}.mixture.json")
+    fitted = fit_baselines((c, n, label) for c, n in calib)
+    sources = {
+        "adapted profile": make_noise_source(f"profile:{adapted_path}", base),
+        "mixture profile": make_noise_source(f"profile:{mixture_path}", base),
+        "Gaussian (2 pairs)": make_noise_source("gaussian-per-config", baselines=fitted),
+        "Poisson-Gaussian (2 pairs)": make_noise_source("poisson-gaussian", baselines=fitted),
+    }
+    info = {
+        "adapt_seconds": round(adapt_s, 1),
+        "adapt_info": adapted.extra["adapt_info"],
+        "mixture_seconds": round(mixture_s, 1),
+        "mixture_top": mixture.top(3),
+        "gaussian_sigma_255": fitted[label].gaussian_std * 255,
+        "profile": str(adapted_path),
+    }
+    return {"sources": sources, "info": info}
+
+
+def _score(held: list[HeldOutPair], sources: dict, model=None) -> dict[str, tuple[float, float]]:
+    result = noise_quality(held, sources, model=model, generator=torch.Generator().manual_seed(0))
+    return {r["source"]: (r["kld"], r["akld"], r["n"]) for r in result["sources"]}
+
+
+def nam_groups(base, out: Path, groups: list[str], config: AdaptConfig) -> dict:
+    results = {}
+    for group in groups:
+        files = pair_files(NAM / group)
+        pairs = [(load_image(c), load_image(n)) for c, n in files]
+        calib, rest = pairs[:2], pairs[2:]
+        names = [str(n.relative_to(NAM / group)) for _, n in files]
+        made = _profiles(base, group, group, calib, names[:2], out, config)
+        held = [HeldOutPair(names[2 + i], group, c, n) for i, (c, n) in enumerate(rest)]
+        scores = _score(held, made["sources"])
+        results[group] = {"scores": scores, "scored_pairs": names[2:], **made["info"]}
+        log.info("%s: %s", group, scores)
+    return results
+
+
+def sidd_configs(base, out: Path, configs: list[str], config: AdaptConfig) -> dict:
+    pairs = list(sidd.scan_sidd_medium(SIDD))
+    train_ids, val_ids = (set(x) for x in sidd.load_split("sidd-mini"))
+    results = {}
+    for cls in configs:
+        train = sorted(
+            (p for p in pairs if p.cls == cls and p.instance in train_ids), key=lambda p: str(p.noisy_path)
+        )
+        val = sorted(
+            (p for p in pairs if p.cls == cls and p.instance in val_ids), key=lambda p: str(p.noisy_path)
+        )
+        if len(train) < 2 or not val:
+            raise ValueError(
+                f"SIDD configuration {cls} has {len(train)} training / {len(val)} validation pairs"
+            )
+        calib = [(load_image(p.clean_path), load_image(p.noisy_path)) for p in train[:2]]
+        made = _profiles(base, f"sidd_{cls}", cls, calib, [p.noisy_path.name for p in train[:2]], out, config)
+        sources = {**made["sources"], "NAS (own noisy image)": make_noise_source("nas", base),
+                   "true configuration": TRUE_CONFIG}  # fmt: skip
+        held = [
+            HeldOutPair(p.noisy_path.name, cls, load_image(p.clean_path), load_image(p.noisy_path))
+            for p in val
+        ]
+        scores = _score(held, sources, model=base)
+        results[cls] = {"scores": scores, "scored_pairs": [h.name for h in held], **made["info"]}
+        log.info("%s: %s", cls, scores)
+    return results
+
+
+def _table(results: dict, rows: tuple[str, ...], title: str) -> str:
+    head = ["group", *rows]
+    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    sums = {r: [0.0, 0.0, 0] for r in rows}
+    means = {r: [0.0, 0.0] for r in rows}
+    for group, res in results.items():
+        cells = [f"{group} ({res['scores'][rows[0]][2]})"]
+        for r in rows:
+            k, a, n = res["scores"][r]
+            cells.append(f"{k:.3f} / {a:.3f}")
+            sums[r][0] += k * n
+            sums[r][1] += a * n
+            sums[r][2] += n
+            means[r][0] += k / len(results)
+            means[r][1] += a / len(results)
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append(
+        "| mean of groups | " + " | ".join(f"**{means[r][0]:.3f} / {means[r][1]:.3f}**" for r in rows) + " |"
+    )
+    lines.append(
+        "| all scored pairs | "
+        + " | ".join(f"{sums[r][0] / sums[r][2]:.3f} / {sums[r][1] / sums[r][2]:.3f}" for r in rows)
+        + " |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def denoise_check(base, out: Path, group: str, nam: dict, **overrides) -> dict:
+    """DnCNN (cpu preset) trained on SIDD-mini training ground truth with the group's adapted profile, and
+    with its 2-pair Gaussian; both scored on the group's scored real pairs."""
+    from naflow_aug.bench import bench_from_paths
+
+    clean_dir = out / "denoise" / "clean"
+    clean_dir.mkdir(parents=True, exist_ok=True)
+    train_ids, _ = (set(x) for x in sidd.load_split("sidd-mini"))
+    for p in sidd.scan_sidd_medium(SIDD):
+        link = clean_dir / f"{p.instance}_{p.clean_path.name}"
+        if p.instance in train_ids and not link.exists():
+            link.symlink_to(p.clean_path)
+    manifest = out / "denoise" / f"{group}.csv"
+    with open(manifest, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["noisy", "clean", "class"])
+        for name in nam[group]["scored_pairs"]:
+            w.writerow([NAM / group / name, NAM / group / name.replace("noisy", "clean", 1), group])
+    sigma = nam[group]["gaussian_sigma_255"]
+    noise = [f"profile:{nam[group]['profile']}", f"gaussian:{sigma:.4f}"]
+    t = time.perf_counter()
+    res = bench_from_paths(
+        out / "denoise" / group, clean=clean_dir, noise=noise, pairs=manifest, denoisers=["identity"],
+        preset="cpu", model=base, progress=True, **overrides,
+    )  # fmt: skip
+    rows = {r["source"]: r["pairs"]["overall"] for r in res["rows"]}
+    return {"group": group, "results": rows, "seconds": round(time.perf_counter() - t, 1), "noise": noise}
+
+
+def print_tables(results: dict) -> None:
+    """The Markdown tables of one run's results (or of several runs' results merged)."""
+    if results.get("nam_cc60"):
+        print(
+            _table(
+                results["nam_cc60"], ROWS, "nam-cc60: calibrate on 2 pairs, score on the rest (KLD / AKLD)"
+            )
+        )
+    if results.get("sidd"):
+        sidd_rows = (*ROWS, "NAS (own noisy image)", "true configuration")
+        print(
+            _table(
+                results["sidd"], sidd_rows, "SIDD-mini: calibrate on 2 training pairs, score on validation"
+            )
+        )
+    for check in results.get("denoise", []):
+        print(f"### denoising check ({check['group']}: DnCNN, bench cpu preset, scored on its real pairs)\n")
+        print("| training noise | PSNR | SSIM |\n|---|---|---|")
+        for name, r in check["results"].items():
+            print(f"| {name} | {r['psnr']:.2f} | {r['ssim']:.4f} |")
+        print(f"\n({check['seconds']:.0f} s)\n")
+    times = [r["adapt_seconds"] for part in ("nam_cc60", "sidd") for r in results.get(part, {}).values()]
+    if times:
+        print(f"adaptation seconds per profile: {times}")
+
+
+def merge(paths: list[str]) -> dict:
+    """The results.json of several runs (e.g. groups run in parallel) as one."""
+    merged: dict = {"nam_cc60": {}, "sidd": {}, "denoise": []}
+    for path in paths:
+        data = json.loads((Path(path) / "results.json").read_text(encoding="utf-8"))
+        for key in ("nam_cc60", "sidd"):
+            merged[key].update(data.get(key, {}))
+        merged["denoise"] += data.get("denoise", [])
+        merged.setdefault("adapt", data.get("adapt"))
+    merged["nam_cc60"] = dict(sorted(merged["nam_cc60"].items()))
+    return merged
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", help="output folder (profiles, results.json)")
+    p.add_argument("--model", default="sidd-mini")
+    p.add_argument("--groups", nargs="*", default=None, help="nam-cc60 groups (default: all five)")
+    p.add_argument("--sidd-configs", nargs="*", default=list(SIDD_CONFIGS))
+    p.add_argument("--denoise", default=None, help="nam-cc60 group of the denoising check (default: none)")
+    p.add_argument("--steps", type=int, default=None, help="adaptation steps (default: the recipe's)")
+    p.add_argument(
+        "--denoise-epochs", type=int, default=None, help="override the cpu preset's epochs (smoke)"
+    )
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--merge", nargs="+", default=None, help="only print the tables of these runs' outputs")
+    args = p.parse_args()
+    if args.merge:
+        print_tables(merge(args.merge))
+        return
+    if not args.out:
+        p.error("--out is required")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = naflow_aug.load(args.model)
+    config = AdaptConfig() if args.steps is None else AdaptConfig(steps=args.steps)
+    groups = args.groups if args.groups is not None else sorted(d.name for d in NAM.iterdir() if d.is_dir())
+    results: dict = {"model": args.model, "model_sha256": base.checkpoint_sha256, "adapt": config.to_dict()}
+    results["nam_cc60"] = nam_groups(base, out, groups, config)
+    atomic_write_json(out / "results.json", results)
+    if args.sidd_configs:
+        results["sidd"] = sidd_configs(base, out, args.sidd_configs, config)
+        atomic_write_json(out / "results.json", results)
+    if args.denoise:
+        overrides = (
+            {} if args.denoise_epochs is None else {"epochs": args.denoise_epochs, "steps_per_epoch": 5}
+        )
+        results["denoise"] = [denoise_check(base, out, args.denoise, results["nam_cc60"], **overrides)]
+        atomic_write_json(out / "results.json", results)
+    print_tables(results)
+
+
+if __name__ == "__main__":
+    main()
