@@ -57,7 +57,7 @@ class AdaptConfig:
     train: str = "all"
     cond_noise_std: float = 3.0 / 255.0
     refit_max_size: int = 512
-    match_std: bool = False
+    match_std: bool = True
     seed: int = 0
     camera: str = CAMERA_CLASS
 

@@ -195,3 +195,21 @@ def test_calibrate_cli_adapts_by_default(base, tiny_checkpoint, tmp_path, capsys
     assert profile.mode == "adapt" and profile.model_sha256 == sha256_file(tiny_checkpoint)
     assert profile.files == ("noisy/s0.png", "noisy/s1.png") and out.with_suffix(".pt").is_file()
     assert profile.extra["adapt"]["steps"] == 2 and profile.extra["adapt"]["seed"] == 1
+
+
+def test_match_std_gives_the_pairs_noise_power(base) -> None:
+    from naflow_aug.evaluate import trim_to_multiple
+
+    pairs = _pairs(base, size=32)
+    config = AdaptConfig(steps=0, train="none", crop_size=16, refit_max_size=32, match_std=True)
+    model, info = adapt(base, pairs, config)
+    plain, _ = adapt(base, pairs, AdaptConfig(steps=0, train="none", crop_size=16, refit_max_size=32))
+    assert torch.allclose(model.prior.std[-1], plain.prior.std[-1] * info["std_scale"])
+    real = sum(float((n - c).pow(2).mean()) for c, n in pairs) / len(pairs)
+    clean = torch.stack([trim_to_multiple(c, 8) for c, _ in pairs])
+    weights = torch.zeros(model.num_classes)
+    weights[-1] = 1.0
+    fake = model.sample(clean, weights=weights, seeds=list(range(len(pairs))))
+    # other seeds than the fit's: the power matches to within sampling error
+    assert float((fake - clean).pow(2).mean()) == pytest.approx(real, rel=0.06)  # unmatched: 13% off
+    assert info["std_scale"] != 1.0
