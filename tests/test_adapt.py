@@ -3,6 +3,7 @@ refused, determinism from the seed, the noise source and transforms, old mixture
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -59,7 +60,8 @@ def test_adapt_without_steps_is_the_closed_form_fit(base) -> None:
     from naflow_aug.train import refit_prior
 
     pairs = _pairs(base)
-    model, _ = adapt(base, pairs, AdaptConfig(steps=0, crop_size=16, refit_max_size=32, train="none"))
+    config = AdaptConfig(steps=0, crop_size=16, refit_max_size=32, train="none", match_std=False)
+    model, _ = adapt(base, pairs, config)
     ref = extend_model(base, "camera")
     refit_prior(ref, [(n, c, "camera") for c, n in pairs], max_size=32)
     assert torch.allclose(model.prior.mean[-1], ref.prior.mean[-1]) and torch.allclose(
@@ -203,7 +205,7 @@ def test_match_std_gives_the_pairs_noise_power(base) -> None:
     pairs = _pairs(base, size=32)
     config = AdaptConfig(steps=0, train="none", crop_size=16, refit_max_size=32, match_std=True)
     model, info = adapt(base, pairs, config)
-    plain, _ = adapt(base, pairs, AdaptConfig(steps=0, train="none", crop_size=16, refit_max_size=32))
+    plain, _ = adapt(base, pairs, dataclasses.replace(config, match_std=False))
     assert torch.allclose(model.prior.std[-1], plain.prior.std[-1] * info["std_scale"])
     real = sum(float((n - c).pow(2).mean()) for c, n in pairs) / len(pairs)
     clean = torch.stack([trim_to_multiple(c, 8) for c, _ in pairs])
