@@ -540,3 +540,25 @@ def test_a_second_run_on_the_same_output_is_refused(sim, tiny_ckpt, script, tmp_
     assert first.returncode == 0, first_err[-2000:]
     assert hdf5.read_attrs(out)["seed"] == 0 and verify(out).ok
     assert not lock_path(out).exists()
+
+
+def test_adapted_profile_noise(sim, tiny_ckpt, tmp_path):
+    import naflow_aug
+    from naflow_aug.adapt import AdaptConfig
+    from naflow_aug.profiles import calibrate
+
+    model = naflow_aug.load(tiny_ckpt)
+    clean = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
+    noisy = model.sample(clean, config=model.classes[-1], seeds=[1, 2])
+    config = AdaptConfig(steps=2, batch_size=2, crop_size=16, refit_max_size=32)
+    profile = calibrate(model, list(zip(clean, noisy, strict=True)), adapt_config=config)
+    profile = profile.save(tmp_path / "p.json")
+    out = tmp_path / "adapted.h5"
+    generate(
+        _config(out, sim, tiny_ckpt, noise=f"profile:{profile}", source_kind="clean", samples_per_crop=1)
+    )
+    with h5py.File(out, "r") as f:
+        weights = f["meta/weights"][...]
+        assert weights.shape == (f["clean"].shape[0], len(model.classes) + 1) and (weights[:, -1] == 1).all()
+        assert list(f.attrs["classes"]) == [*model.classes, "camera"]
+    assert verify(out, regenerate=3, tolerance=0).ok
