@@ -217,7 +217,8 @@ def adapt(
     info = {
         "steps": config.steps,
         "seconds": round(seconds, 1),
-        "cpu_seconds": round(time.process_time() - start_cpu, 1),  # CPU time, all threads: the cost on a shared machine
+        # CPU time of all threads: what the adaptation costs, also on a machine shared with other jobs
+        "cpu_seconds": round(time.process_time() - start_cpu, 1),
         "trained_parameters": sum(p.numel() for p in flow_params) + 2 * model.prior.mean.shape[1],
         "nll_first": losses[0] if losses else None,
         "nll_last": float(sum(losses[-20:]) / len(losses[-20:])) if losses else None,
