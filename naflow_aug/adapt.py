@@ -189,8 +189,8 @@ def adapt(
         augment=True, class_balanced=False, dequantize=True, cond_noise_std=config.cond_noise_std,
         seed=config.seed,
     )  # fmt: skip
-    fake_pairs = [_Pair(Path(f"pair{i}_noisy"), Path(f"pair{i}_clean"), config.camera, str(i))
-                  for i in range(len(images))]  # fmt: skip
+    fake_pairs = [_Pair(Path(f"pair{i}_noisy"), Path(f"pair{i}_clean"), config.camera, str(i), *n.shape[1:])
+                  for i, (n, _) in enumerate(images)]  # fmt: skip
     batches = _StepBatches(fake_pairs, [camera_id] * len(images), model.num_classes, train_config, 0, images)
     # ActNorm keeps its fitted statistics: train mode only matters for layers that initialise on first use
     model.eval()
