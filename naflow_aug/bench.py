@@ -334,16 +334,17 @@ def init_distributed(device: str | torch.device | None = None) -> torch.device:
 
     Returns this process's device (``cuda:LOCAL_RANK`` when CUDA is available).
     """
+    checked = check_device(device) if device is not None else None  # a bad device fails before the group
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
-        use_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+        use_cuda = torch.cuda.is_available() and (checked is None or checked.type == "cuda")
         torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
         if use_cuda:
             local = int(os.environ.get("LOCAL_RANK", "0"))
             torch.cuda.set_device(local)
             return torch.device("cuda", local)
-    if device is not None:
-        return check_device(device)
+    if checked is not None:
+        return checked
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

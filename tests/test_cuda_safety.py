@@ -10,6 +10,7 @@ stream. The rule: a batch of NAS costs a fixed number of syncs, whatever its bat
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -158,9 +159,12 @@ def test_process_group_backend_per_device(monkeypatch) -> None:
     assert seen == ["gloo", "nccl", "gloo", "nccl", "gloo"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     seen.clear()
-    bench.init_distributed("cuda")
+    # no CUDA: asking for it is a clear error before any group is joined; otherwise gloo
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        bench.init_distributed("cuda")
+    bench.init_distributed(None)
     train._setup_distributed("auto")
-    assert seen == ["gloo", "gloo"]  # no CUDA: gloo whatever was asked
+    assert seen == ["gloo", "gloo"]
 
 
 def test_tiles_still_refuse_bad_values(tiny_model) -> None:
