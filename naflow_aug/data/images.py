@@ -12,6 +12,7 @@ import contextlib
 import io
 import mmap
 import os
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,12 +176,42 @@ def mapped_image(path: str | os.PathLike) -> Iterator[np.ndarray]:
     yield np.frombuffer(mapped, np.uint8, count=shape[0] * shape[1] * 3, offset=offset).reshape(shape)
 
 
+_BUFFERS = threading.local()
+
+
+def _row_buffer(size: int) -> np.ndarray:
+    """A reused per-thread uint8 buffer of ``size`` bytes (a fresh one faults in every page it fills)."""
+    buf = getattr(_BUFFERS, "rows", None)
+    if buf is None or buf.size < size:
+        buf = _BUFFERS.rows = np.empty(max(size, 1 << 20), dtype=np.uint8)
+    return buf[:size]
+
+
 def read_crop(path: str | os.PathLike, top: int, left: int, height: int, width: int) -> np.ndarray:
-    """The (height, width, 3) uint8 window at (top, left) of an image file, as a new writable array
-    (from a cache array only the window's pages are read; an encoded image is decoded whole)."""
-    with mapped_image(path) as image:
+    """The (height, width, 3) uint8 window at (top, left) of an image file, as a new writable array.
+
+    From a cache array only the window's rows are read, with one ``pread`` into a reused per-thread
+    buffer (a fresh memory map of each array costs a page fault per row on first touch, several times
+    the copy; the buffer is as large as the largest window's rows, so the resident memory stays
+    bounded); an encoded image is decoded whole."""
+    path = Path(path)
+    if not is_array_file(path):
+        image = read_image(path)
         check_window(path, image.shape, top, left, height, width)
         return image[top : top + height, left : left + width].copy()
+    try:
+        f = open(path, "rb", buffering=0)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file not found: {path}") from None
+    with f:
+        offset, shape = _array_layout(f, path)
+        check_window(path, shape, top, left, height, width)
+        row = shape[1] * 3
+        rows = _row_buffer(height * row)
+        got = os.preadv(f.fileno(), [rows], offset + top * row)
+    if got != rows.size:
+        raise ValueError(f"{path}: short read ({got} of {rows.size} bytes): truncated while reading?")
+    return rows.reshape(height, shape[1], 3)[:, left : left + width].copy()
 
 
 def check_window(path: Path, shape: tuple[int, ...], top: int, left: int, height: int, width: int) -> None:

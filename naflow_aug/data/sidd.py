@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, Sampler
 from tqdm.auto import tqdm
 
 from naflow_aug.data.cache import ImageCache, find_cache
-from naflow_aug.data.images import check_window, image_size, mapped_image, read_image
+from naflow_aug.data.images import image_size, read_crop, read_image
 from naflow_aug.runs import read_toml
 
 __all__ = [
@@ -284,12 +284,8 @@ def _read_paired_window(
     ch, cw = crop_size or (h, w)
     top, left = _random_window(h, w, ch, cw, generator, name)
     dims, k = _draw_orientation(ch, cw, generator) if augment else ([], 0)
-    out = []
-    for path in (it.clean_path, it.noisy_path):
-        with mapped_image(path) as image:
-            check_window(path, image.shape, top, left, ch, cw)
-            out.append(_unit_float(image[top : top + ch, left : left + cw], dims, k))
-    return out[0], out[1]
+    clean, noisy = (read_crop(path, top, left, ch, cw) for path in (it.clean_path, it.noisy_path))
+    return _unit_float(clean, dims, k), _unit_float(noisy, dims, k)
 
 
 def _load_uint8(path: Path) -> torch.Tensor:
