@@ -5,9 +5,10 @@ Layout (written by :func:`naflow_aug.data.prepare.prepare_cache`, ``naflow-aug p
     CACHE/manifest.json                 format, source, one record per item (pair or clean image)
     CACHE/arrays/NNNNNN_<stem>.npy      uint8 (H, W, 3), C order, one per source image file
 
-A 160x160 crop of a memory-mapped 12 MP array reads ~160 rows of 480 bytes instead of decoding a
-25 MB PNG, and its pages are file-backed, so a reader's resident memory stays bounded whatever the
-data size. The manifest records per item the source kind's metadata (SIDD: instance, scene folder,
+A 160x160 crop of a 12 MP array reads only the window's ~160 rows (one ``pread``,
+:func:`naflow_aug.data.images.read_crop`) instead of decoding a 25 MB PNG, into a reused buffer, so a
+reader's resident memory stays bounded whatever the data size.
+The manifest records per item the source kind's metadata (SIDD: instance, scene folder,
 shot, configuration, brightness; paired folders: class and instance; split membership when the cache
 was prepared with a split) and per array its shape, size, SHA-256 and the source file's path, size and
 modification time.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import mmap
 import os
 import threading
 import warnings
@@ -28,7 +27,6 @@ __all__ = [
     "image_size",
     "is_array_file",
     "load_image",
-    "mapped_image",
     "read_crop",
     "read_image",
     "to_tensor",
@@ -153,27 +151,6 @@ def array_shape(path: str | os.PathLike) -> tuple[int, int, int]:
         raise FileNotFoundError(f"image file not found: {path}") from None
     with f:
         return _array_layout(f, path)[1]
-
-
-@contextlib.contextmanager
-def mapped_image(path: str | os.PathLike) -> Iterator[np.ndarray]:
-    """The uint8 (H, W, 3) image of a file for a ``with`` block: a cache array memory-mapped read-only
-    (only the pages that are touched are read; unmapped when the last view of it is dropped, so a reader
-    that copies what it keeps has a resident memory that does not grow with the data), any other image
-    decoded whole."""
-    path = Path(path)
-    if not is_array_file(path):
-        yield read_image(path)
-        return
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file not found: {path}") from None
-    with f:
-        offset, shape = _array_layout(f, path)
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    # the array keeps the mapping alive; it is unmapped with the array's last view (refcounting)
-    yield np.frombuffer(mapped, np.uint8, count=shape[0] * shape[1] * 3, offset=offset).reshape(shape)
 
 
 _BUFFERS = threading.local()
