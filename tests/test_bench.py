@@ -223,14 +223,19 @@ def _write_sidd_folder(root, seed=0):
     return names
 
 
-def test_cli_bench_on_a_sidd_folder_with_split(tmp_path, capsys):
-    from naflow_aug.cli import main
-
+def _write_sidd_split_and_preset(tmp_path):
+    """tmp_path/sidd (4 instances), split.toml (2 train, 2 held out) and tiny.toml (the TINY preset)."""
     _write_sidd_folder(tmp_path / "sidd")
     (tmp_path / "split.toml").write_text('name = "t"\ntrain = ["0001", "0002"]\nval = ["0003", "0004"]\n')
     fields = {k: v for k, v in TINY.__dict__.items() if k != "lr_milestones"}
     lines = [f"{k} = {json.dumps(v)}" for k, v in fields.items()]
     (tmp_path / "tiny.toml").write_text("\n".join(lines).replace("True", "true") + "\n")
+
+
+def test_cli_bench_on_a_sidd_folder_with_split(tmp_path, capsys):
+    from naflow_aug.cli import main
+
+    _write_sidd_split_and_preset(tmp_path)
     argv = ["bench", "--clean", str(tmp_path / "sidd"), "--noise", "real", "--noise", "poisson-gaussian",
             "--split", str(tmp_path / "split.toml"), "--preset", str(tmp_path / "tiny.toml"), "--steps", "2",
             "--out", str(tmp_path / "run"), "--no-progress", "--denoiser", "identity"]  # fmt: skip

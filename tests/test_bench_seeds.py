@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from naflow_aug import bench_seeds
-from tests.test_bench import TINY, _write_sidd_folder
+from tests.test_bench import _write_sidd_split_and_preset
 
 
 def _row(source, psnrs, group="S6"):
@@ -69,11 +69,7 @@ def test_aggregate_picks_the_best_baseline_and_pairs_images():
 def test_cli_bench_seeds_on_a_sidd_folder(tmp_path, capsys):
     from naflow_aug.cli import main
 
-    _write_sidd_folder(tmp_path / "sidd")
-    (tmp_path / "split.toml").write_text('name = "t"\ntrain = ["0001", "0002"]\nval = ["0003", "0004"]\n')
-    fields = {k: v for k, v in TINY.__dict__.items() if k != "lr_milestones"}
-    lines = [f"{k} = {json.dumps(v)}" for k, v in fields.items()]
-    (tmp_path / "tiny.toml").write_text("\n".join(lines).replace("True", "true") + "\n")
+    _write_sidd_split_and_preset(tmp_path)
     argv = ["bench", "--clean", str(tmp_path / "sidd"), "--noise", "real", "--noise", "gaussian:12",
             "--split", str(tmp_path / "split.toml"), "--preset", str(tmp_path / "tiny.toml"), "--steps", "2",
             "--out", str(tmp_path / "run"), "--no-progress", "--seeds", "0,1"]  # fmt: skip
@@ -101,11 +97,7 @@ def test_cli_bench_seeds_on_a_sidd_folder(tmp_path, capsys):
 def test_combine_runs_of_other_sources(tmp_path, capsys):
     from naflow_aug.cli import main
 
-    _write_sidd_folder(tmp_path / "sidd")
-    (tmp_path / "split.toml").write_text('name = "t"\ntrain = ["0001", "0002"]\nval = ["0003", "0004"]\n')
-    fields = {k: v for k, v in TINY.__dict__.items() if k != "lr_milestones"}
-    lines = [f"{k} = {json.dumps(v)}" for k, v in fields.items()]
-    (tmp_path / "tiny.toml").write_text("\n".join(lines).replace("True", "true") + "\n")
+    _write_sidd_split_and_preset(tmp_path)
     base = ["bench", "--clean", str(tmp_path / "sidd"), "--split", str(tmp_path / "split.toml"),
             "--preset", str(tmp_path / "tiny.toml"), "--steps", "2", "--no-progress",
             "--seeds", "0,1"]  # fmt: skip
