@@ -16,8 +16,11 @@ import torch
 from PIL import Image
 
 from naflow_aug import cli, evaluate
+from naflow_aug.bench import slug
 from naflow_aug.data.sidd import load_split
 from naflow_aug.demo import run_demo
+from naflow_aug.demo.report import winner_sentence
+from naflow_aug.demo.stages import aggregate_quality
 
 CHROMIUM = os.environ.get("NAFLOW_AUG_CHROMIUM", "/usr/bin/chromium")
 
@@ -89,12 +92,22 @@ def test_every_stage_ran_and_the_numbers_are_finite(run):
         "real pairs",
         "gaussian-per-config",
         "poisson-gaussian",
-        f"NAFlow profile ({d['calibration_class']})",
     } <= set(denoise)
-    assert any(n.startswith("gaussian:") for n in denoise)
+    assert any(n.startswith("gaussian:") for n in denoise) and len(denoise) == 6
+    seeds = results["denoising"]["seeds"]
+    assert seeds == [0, 1] == nq["seed_list"]  # tiny: two seeds, the demo's seed and the next
     for name, r in denoise.items():
-        ov = r["pairs"]["overall"]
-        assert ov["n"] == d["test_pairs"] and _finite(ov["psnr"]) and 0 < ov["ssim"] <= 1, name
+        assert _finite(r["psnr"]) and _finite(r["psnr_std"]) and r["psnr_std"] >= 0, name
+        assert 0 < r["ssim"] <= 1 and _finite(r["ssim_std"]), name
+        assert r["psnr"] == pytest.approx(sum(r["psnr_per_seed"].values()) / len(seeds)), name
+        for s in seeds:  # each (source, seed) is its own benchmark run, scored on every test pair
+            one = json.loads((out / "bench" / slug(name) / f"seed-{s}" / "results.json").read_text())
+            assert one["rows"][0]["pairs"]["overall"]["n"] == d["test_pairs"], name
+            assert one["rows"][0]["pairs"]["overall"]["psnr"] == pytest.approx(r["psnr_per_seed"][s])
+    assert denoise["noisy input"]["psnr_std"] == 0.0  # no training: nothing depends on the seed
+    for r in nq["sources"]:
+        assert _finite(r["kld_std"]) and _finite(r["akld_std"]) and r["kld_std"] >= 0, r["source"]
+    assert nq["seeds"] == 2
     assert results["generated"]["samples"] > 0
     assert _finite(results["naflow_training"]["final_val"]["val_nll"])
 
@@ -109,6 +122,7 @@ def test_html_and_markdown_reference_existing_images(run):
         "figures/correlation.png",
         "figures/naflow_training.png",
         "figures/dncnn_curves.png",
+        "figures/dncnn_grid.png",
     }
     assert expected <= set(parser.src)
     for src in parser.src:
@@ -120,11 +134,101 @@ def test_html_and_markdown_reference_existing_images(run):
     md = (out / "report.md").read_text()
     for src in parser.src:
         assert f"]({src})" in md
-    # the tables show the numbers of results.json
+    # the tables show the numbers of results.json, each with its spread over the seeds
     nas = next(r for r in results["noise_quality"]["sources"] if r["source"] == "NAFlow NAS")
-    noisy = next(r for r in results["denoising"]["rows"] if r["source"] == "noisy input")
+    real = next(r for r in results["denoising"]["rows"] if r["source"] == "real pairs")
     for text in (page, md):
-        assert f"{nas['kld']:.4f}" in text and f"{noisy['pairs']['overall']['psnr']:.2f}" in text
+        assert f"{nas['kld']:.4f} ± {nas['kld_std']:.4f}" in text
+        assert f"{real['psnr']:.2f} ± {real['psnr_std']:.2f}" in text
+
+
+def _md_tables(md: str) -> dict[str, list[list[str]]]:
+    """First header cell -> body rows of every Markdown table."""
+    tables: dict[str, list[list[str]]] = {}
+    lines = md.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            head = [c.strip() for c in line.strip("|").split("|")]
+            body = []
+            for row in lines[i + 2 :]:
+                if not row.startswith("|"):
+                    break
+                body.append([c.strip() for c in row.strip("|").split("|")])
+            tables[head[0] + " " + head[1]] = body
+    return tables
+
+
+def test_every_number_carries_its_seed_spread_and_the_winner_sentence_matches(run):
+    out, results = run
+    md = (out / "report.md").read_text()
+    tables = _md_tables(md)
+    for key in ("noise source KLD (all pairs)", "noise source AKLD (all pairs)", "trained on PSNR (dB)"):
+        for row in tables[key]:
+            numbers = [c for c in row[1:] if c not in ("–",) and not c.isdigit()]
+            assert numbers and all(" ± " in c for c in numbers), (key, row)
+    paired = tables[next(k for k in tables if k.startswith("trained on PSNR - "))]
+    assert {r[0] for r in paired} == {r["source"] for r in results["denoising"]["rows"]} - {
+        results["denoising"]["best_baseline"]
+    }
+    assert all(r[2].startswith("[") and r[2].endswith("]") for r in paired)
+
+    den = results["denoising"]
+    w = den["winner"]
+    trained = [r for r in den["rows"] if r["source"] != "noisy input"]
+    ranked = sorted(trained, key=lambda r: -r["psnr"])
+    assert w["winner"]["source"] == ranked[0]["source"] and w["runner_up"]["source"] == ranked[1]["source"]
+    # the paired mean over images equals the difference of the mean PSNRs (every seed scores every image)
+    assert w["paired"]["mean"] == pytest.approx(ranked[0]["psnr"] - ranked[1]["psnr"], abs=1e-9)
+    ahead = sum(ranked[0]["psnr_per_seed"][s] > ranked[1]["psnr_per_seed"][s] for s in den["seeds"])
+    assert w["paired"]["seeds_ahead"] == ahead
+    sentence = winner_sentence(w)
+    assert sentence in md and html.escape(sentence) in (out / "report.html").read_text()
+    assert sentence.startswith(f"Winner: {ranked[0]['source']}.")
+    assert f"{ranked[0]['psnr']:.2f} ± {ranked[0]['psnr_std']:.2f} dB" in sentence
+    assert f"{w['paired']['mean']:+.2f} dB ahead of {ranked[1]['source']}" in sentence
+    assert f"ahead in {ahead} of 2 seeds" in sentence
+
+
+def test_winner_sentence_says_when_the_interval_includes_zero():
+    def row(name, psnr, std):
+        return {"source": name, "psnr": psnr, "psnr_std": std}
+
+    w = {
+        "winner": row("real pairs", 32.456, 0.1),
+        "runner_up": row("gaussian:16.0", 31.2, 0.05),
+        "paired": {"mean": 1.256, "lo": 1.01, "hi": 1.5, "seeds_ahead": 3},
+        "seeds": [0, 1, 2],
+    }
+    text = winner_sentence(w)
+    assert text == (
+        "Winner: real pairs. Its DnCNN scored 32.46 ± 0.10 dB (mean ± std over 3 seeds), +1.26 dB ahead of "
+        "gaussian:16.0 (31.20 ± 0.05 dB; paired 95% interval [+1.01, +1.50] dB, ahead in 3 of 3 seeds)."
+    )
+    w["paired"] = {"mean": 0.05, "lo": -0.1, "hi": 0.2, "seeds_ahead": 2}
+    assert winner_sentence(w).endswith(
+        "; the interval includes zero: this benchmark cannot tell the two apart."
+    )
+
+
+def test_aggregate_quality_gives_mean_and_std_over_seeds():
+    def one(kld, akld):
+        row = {
+            "source": "nas",
+            "kld": kld,
+            "akld": akld,
+            "n": 2,
+            "classes": {"A": {"kld": kld, "akld": akld, "n": 2}},
+        }
+        return {"sources": [row], "posterior": None, "pairs": 2, "samples": 1}
+
+    agg = aggregate_quality([one(0.1, 0.5), one(0.3, 0.7)])
+    r = agg["sources"][0]
+    assert r["kld"] == pytest.approx(0.2) and r["kld_std"] == pytest.approx(0.1414213562, rel=1e-6)
+    assert r["akld"] == pytest.approx(0.6) and r["classes"]["A"]["akld_std"] == pytest.approx(
+        0.1414213562, rel=1e-6
+    )
+    assert agg["seeds"] == 2 and r["n"] == 2
+    assert aggregate_quality([one(0.1, 0.5)])["sources"][0]["kld_std"] == 0.0
 
 
 def test_resume_of_a_finished_run_does_nothing_and_reuse_is_refused(run):
@@ -209,7 +313,7 @@ def test_report_opens_in_headless_chromium_with_every_image_loaded(run, tmp_path
 
 
 def test_spread_covers_every_configuration_first():
-    from naflow_aug.demo import _spread
+    from naflow_aug.demo.data import spread as _spread
 
     pairs = [evaluate.HeldOutPair(f"{c}{i}", c, torch.zeros(1), torch.zeros(1)) for c in "AAAB" for i in (0,)]
     pairs += [evaluate.HeldOutPair("C0", "C", torch.zeros(1), torch.zeros(1))]
@@ -218,22 +322,28 @@ def test_spread_covers_every_configuration_first():
 
 
 def test_an_interrupted_run_resumes_without_redoing_finished_stages(tmp_path, monkeypatch):
-    import naflow_aug.demo as demo
+    import naflow_aug.demo.run as demo_run
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("killed during the denoisers")
+    real_job = demo_run.run_bench_job
+
+    def broken(job):
+        if job.name == "NAFlow NAS (HDF5)":
+            raise RuntimeError("killed during the denoisers")
+        return real_job(job)
 
     out = tmp_path / "run"
     with monkeypatch.context() as m:
-        m.setattr(demo, "_bench", broken)
+        m.setattr(demo_run, "run_bench_job", broken)
         with pytest.raises(RuntimeError, match="killed"):
-            run_demo(out, size="tiny", progress=False)
+            run_demo(out, size="tiny", progress=False, workers=1)
     assert (out / "synthetic.h5").is_file() and not (out / "report.html").exists()
+    done = "bench/real-pairs/seed-1/sources/real-pairs/denoiser.pth"
     stamps = {
-        n: (out / n).stat().st_mtime_ns for n in ("naflow/model.pt", "noise_quality.json", "synthetic.h5")
+        n: (out / n).stat().st_mtime_ns
+        for n in ("naflow/model.pt", "noise_quality.json", "synthetic.h5", done)
     }
     with pytest.raises(ValueError, match="different settings"):
         run_demo(out, size="tiny", progress=False, resume=True, seed=1)
-    results = run_demo(out, size="tiny", progress=False, resume=True)
+    results = run_demo(out, size="tiny", progress=False, resume=True, workers=1)
     assert {n: (out / n).stat().st_mtime_ns for n in stamps} == stamps  # not redone
-    assert (out / "report.html").is_file() and len(results["denoising"]["rows"]) == 7
+    assert (out / "report.html").is_file() and len(results["denoising"]["rows"]) == 6
