@@ -347,3 +347,22 @@ def test_an_interrupted_run_resumes_without_redoing_finished_stages(tmp_path, mo
     results = run_demo(out, size="tiny", progress=False, resume=True, workers=1)
     assert {n: (out / n).stat().st_mtime_ns for n in stamps} == stamps  # not redone
     assert (out / "report.html").is_file() and len(results["denoising"]["rows"]) == 6
+
+
+def test_workers_run_jobs_in_processes_or_inline_when_asked():
+    import math as _math
+
+    from naflow_aug.demo.workers import Workers
+
+    with Workers(2) as pool:
+        futures = [pool.submit(f"f{n}", _math.factorial, n) for n in (5, 6)]
+        done = [f.result() for f in futures]
+    assert [j.value for j in done] == [120, 720] and [j.name for j in done] == ["f5", "f6"]
+    assert all(j.wall_seconds >= 0 and j.cpu_seconds >= 0 for j in done)
+    with Workers(1) as pool:
+        future = pool.submit("bad", _math.factorial, -1)  # inline: nothing runs until asked
+        assert not future.done()
+        with pytest.raises(ValueError):
+            future.result()
+    with pytest.raises(ValueError, match="workers must be"):
+        Workers(0)

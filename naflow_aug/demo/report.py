@@ -217,9 +217,14 @@ def _run(results: Mapping[str, Any]) -> list[Block]:
     wall = results["timings"]
     cpu = results.get("cpu_seconds", {})
     rows = [[k, f"{v:.0f}", _fmt(cpu.get(k), 0)] for k, v in wall.items()]
+    total = sum(cpu.values())
+    rows.append(["all stages (CPU)", "", f"{total:.0f}"])
     text = (
         "Seconds per stage: wall time of this run, and the CPU time (user + system) of every process "
-        "that worked on it (the jobs run side by side, one process per worker)."
+        f"that worked on it ({results.get('workers', 1)} worker process(es) run the jobs side by side, "
+        "one torch thread each; the denoisers of the noises that need no NAFlow train during "
+        "'train NAFlow'). On an otherwise idle machine with a core per worker the run takes about the "
+        "CPU total divided by the workers."
     )
     return [
         ("h2", "Run", None),

@@ -83,6 +83,7 @@ class _Run:
     resume: bool
     progress: bool
     timer: _Timer
+    workers: int = 1
     d: DemoData | None = None
 
     @property
@@ -104,7 +105,7 @@ def run_demo(
     resume: bool = False,
     seed: int = 0,
     threads: int = 1,
-    workers: int = 2,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Run the main job into the run directory ``out`` (see the package doc); returns ``results.json``'s dict.
 
@@ -114,11 +115,13 @@ def run_demo(
     new or empty. ``seed``: the data's and NAFlow's seed; the denoisers and noise-quality samples use
     ``seed, seed + 1, ...`` (the size's ``seeds``). ``threads``: torch CPU threads of this process during
     the run, restored afterwards (0: leave as is). ``workers``: processes that run the independent jobs
-    side by side, one torch thread each (1: all in this process, one after another); on a 2-core machine
-    2 runs the denoisers of the fitted noises while NAFlow trains.
+    side by side, one torch thread each (1: all in this process, one after another; None: 2, or 1 on a
+    1-core machine); with 2 the denoisers of the fitted noises train while NAFlow does.
     """
     if not isinstance(threads, int) or threads < 0:
         raise ValueError(f"threads must be an integer >= 0, got {threads!r}")
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     spec = get_size(size)
@@ -177,7 +180,7 @@ def _run_demo(
         return finished
     r = _Run(
         out, spec, str(data) if data else None, str(model) if model else None, device, seed, resume,
-        progress, _Timer(out / "timings.json"),
+        progress, _Timer(out / "timings.json"), workers,
     )  # fmt: skip
     t_start = time.perf_counter()
     r.d = r.timer.run("data", lambda: prepare_data(out, data, spec, seed, progress))
@@ -323,5 +326,6 @@ def _results(
         "figures": figs,
         "timings": dict(r.timer.wall),
         "cpu_seconds": dict(r.timer.cpu),
+        "workers": r.workers,
         "jobs": dict(r.timer.jobs),
     }  # fmt: skip
