@@ -6,8 +6,8 @@ prints KLD and AKLD (``naflow_aug.metrics``) against the real noise:
 
   (a) NAS: noise-aware sampling from the pair's own noisy image (no metadata),
   (b) the model's Gaussian of the pair's true configuration (metadata),
-  (c) baselines fitted on the training split (``naflow_aug.baselines.fit_baselines``): Gaussian noise with
-      each configuration's std, and per-configuration, per-channel Poisson-Gaussian noise;
+  (c) baselines fitted on the training split (``naflow_aug.noise.baselines.fit_baselines``): Gaussian noise
+      with each configuration's std, and per-configuration, per-channel Poisson-Gaussian noise;
 
 plus the top-1 / top-3 accuracy of the model's posterior over configurations. One table per camera
 (phone), one over all pairs, and the paper-style mean of the per-camera rows. A figure per camera shows
@@ -29,12 +29,12 @@ import torch
 
 import naflow_aug
 from naflow_aug import metrics
-from naflow_aug.baselines import fit_baselines
 from naflow_aug.data import sidd
 from naflow_aug.data.images import load_image
 from naflow_aug.evaluate import TRUE_CONFIG, HeldOutPair, noise_quality, trim_to_multiple
+from naflow_aug.noise import make_noise_source
+from naflow_aug.noise.baselines import fit_baselines
 from naflow_aug.runs import atomic_write_json
-from naflow_aug.sampling import make_noise_source
 
 SHARED = Path(os.environ.get("NAFLOW_AUG_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 SOURCES = {

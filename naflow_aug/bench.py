@@ -4,7 +4,7 @@ The denoiser is any ``nn.Module`` mapping ``(B, 3, H, W)`` noisy float in [0, 1]
 default). Training batches come from a :class:`PatchBatches` sampler over a torch ``Dataset`` of dicts
 (``'clean'`` and, for stored pairs such as HDF5 files, ``'noisy'``), optionally with an on-the-fly noise
 source ``source(clean, reference=..., labels=..., generator=...) -> (noisy, params)`` (the noise-source
-abstraction of :mod:`naflow_aug.sampling`). Scoring: PSNR / SSIM (:mod:`naflow_aug.metrics`) of the
+abstraction of :mod:`naflow_aug.noise`). Scoring: PSNR / SSIM (:mod:`naflow_aug.metrics`) of the
 denoised image, clamped to [0, 1] and rounded to 8 bits as the official test script does, on SIDD
 validation blocks (per camera and overall) or on any list of pairs.
 
@@ -660,7 +660,7 @@ def hdf5_batches(
 def fit_dataset_baselines(dataset: Any, *, progress: bool = False) -> Any:
     """Fit the per-configuration Gaussian / Poisson-Gaussian baselines on a paired dataset's items
     (``'clean'``, ``'noisy'``, ``'cls'``): the baselines see the training pairs only."""
-    from naflow_aug.baselines import fit_baselines
+    from naflow_aug.noise.baselines import fit_baselines
 
     def pairs() -> Iterator[tuple[torch.Tensor, torch.Tensor, str]]:
         for i in tqdm(range(len(dataset)), desc="fit baselines", disable=not progress, leave=False):
@@ -689,18 +689,18 @@ def noise_sources(
     ``poisson-gaussian`` without a file argument are fitted here on the dataset's pairs (once).
     ``model``: the NAFlow (bundled name, path or module) for the model sources.
     """
-    from naflow_aug.sampling import make_noise_source, parse_noise_spec
+    from naflow_aug.noise.registry import make_noise_source, parse_noise_spec
 
     out = []
-    for spec in specs:
-        kind, arg = parse_noise_spec(spec)
-        if kind in ("gaussian-per-config", "poisson-gaussian") and arg is None and baselines is None:
+    for spec in specs:  # spellings or their parsed NoiseSpecs
+        parsed = parse_noise_spec(spec)
+        if parsed.needs_fitted_baselines and baselines is None:
             baselines = fit_dataset_baselines(dataset, progress=progress)
-        source = make_noise_source(spec, model, baselines=baselines, device=device)
+        source = make_noise_source(parsed, model, baselines=baselines, device=device)
         batches = PatchBatches(
             dataset, patch_size=preset.patch_size, batch_size=preset.batch_size, noise=source, device=device
         )
-        out.append(TrainSource(spec, batches, describe=repr(source)))
+        out.append(TrainSource(str(spec), batches, describe=repr(source)))
     return out
 
 
@@ -1066,15 +1066,15 @@ def bench_from_paths(
             raise ValueError(f"--split needs a SIDD-Medium-layout folder; {root} is a plain image folder")
         else:
             dataset = CleanFolder(root)
-        from naflow_aug.baselines import Baselines
+        from naflow_aug.noise.baselines import Baselines
+        from naflow_aug.noise.registry import parse_noise_spec
 
+        specs = [parse_noise_spec(n) for n in noise]
         fitted = Baselines.load(baselines) if baselines is not None else None
-        if fitted is None and any(
-            n.split(":")[0] in ("gaussian-per-config", "poisson-gaussian") for n in noise
-        ):
+        if fitted is None and any(spec.info.fitted for spec in specs):
             fitted = fit_dataset_baselines(dataset, progress=progress)
             fitted.save(run.path / "baselines.json")
-        sources += noise_sources(list(noise), dataset, preset, model=model, baselines=fitted, device=device)
+        sources += noise_sources(specs, dataset, preset, model=model, baselines=fitted, device=device)
     elif noise:
         raise ValueError("--noise needs --clean DIR (the clean images the noise is added to)")
     for ckpt in denoisers:

@@ -7,7 +7,7 @@
    (``data/split.toml``; ``data/train`` is a view of the training instances);
 2. NAFlow trained on the training instances (:func:`naflow_aug.train.train`, cpu preset), or a given model;
 3. the fitted baselines (Gaussian / Poisson-Gaussian per configuration) of the training pairs;
-4. a noise profile calibrated from the calibration pairs of one camera (:mod:`naflow_aug.profiles`);
+4. a noise profile calibrated from the calibration pairs of one camera (:mod:`naflow_aug.noise.profiles`);
 5. noise quality on the held-out pairs (:mod:`naflow_aug.evaluate`): KLD / AKLD, posterior accuracy;
 6. an HDF5 of synthetic NAS pairs of the training images (:func:`naflow_aug.generate.generate`);
 7. one DnCNN per noise source, scored on the held-out pairs (:func:`naflow_aug.bench.run_benchmark`);
@@ -363,7 +363,7 @@ def _train_naflow(
 
 
 def _calibrate(out: Path, net: Any, calib: list[Any], progress: bool) -> Path:
-    from naflow_aug.profiles import calibrate
+    from naflow_aug.noise.profiles import calibrate
 
     path = out / "profile.json"
     if not path.is_file():
@@ -552,9 +552,9 @@ def _run_demo(
 ) -> dict[str, Any]:
     import naflow_aug
     from naflow_aug import bench, report
-    from naflow_aug.baselines import Baselines
     from naflow_aug.evaluate import TRUE_CONFIG, noise_quality
-    from naflow_aug.sampling import make_noise_source
+    from naflow_aug.noise.baselines import Baselines
+    from naflow_aug.noise.registry import make_noise_source
 
     spec = _size(size)
     out = Path(out)

@@ -42,6 +42,7 @@ import naflow_aug
 from naflow_aug.data import hdf5
 from naflow_aug.data.images import image_size, read_image
 from naflow_aug.data.sources import source_kind
+from naflow_aug.noise.registry import NoiseSpec, make_noise_source, parse_noise_spec
 from naflow_aug.noise_inputs import record_inputs, require_unchanged
 from naflow_aug.output_lock import output_lock
 from naflow_aug.runs import atomic_write_json
@@ -303,7 +304,7 @@ class NoiseFunction(Protocol):
 
 
 class SourceNoise:
-    """A noise source of ``naflow_aug.sampling`` (any ``--noise`` spelling) as a noise function.
+    """A noise source of ``naflow_aug.noise`` (any ``--noise`` spelling) as a noise function.
 
     Model sources record their mixture weights over the model's classes; baselines that pick a
     configuration record it one-hot; sources without classes (``gaussian:<sigma>``, ``real``, the
@@ -311,7 +312,7 @@ class SourceNoise:
     """
 
     def __init__(self, source: Any):
-        from naflow_aug.sampling import BaselineSource
+        from naflow_aug.noise.baseline_sources import BaselineSource
 
         self.source = source
         self.mode = source.spec
@@ -337,16 +338,16 @@ class SourceNoise:
         return noisy, weights
 
 
-def load_noise(model: str, noise: str, device: str | torch.device | None) -> tuple[SourceNoise, str]:
+def load_noise(
+    model: str, noise: str | NoiseSpec, device: str | torch.device | None
+) -> tuple[SourceNoise, str]:
     """The noise function for ``noise`` (loading ``model``, a bundled name or a checkpoint path, when the
     source needs one) and the model checkpoint's SHA-256 ("" for sources without a model)."""
-    from naflow_aug.sampling import MODEL_KINDS, make_noise_source, parse_noise_spec
-
-    kind, _ = parse_noise_spec(noise)
-    if kind not in MODEL_KINDS:
-        return SourceNoise(make_noise_source(noise, device=device)), ""
+    spec = parse_noise_spec(noise)
+    if not spec.needs_model:
+        return SourceNoise(make_noise_source(spec, device=device)), ""
     loaded = naflow_aug.load(model, device=device)
-    source = make_noise_source(noise, loaded, device=device)
+    source = make_noise_source(spec, loaded, device=device)
     return SourceNoise(source), str(getattr(loaded, "checkpoint_sha256", ""))
 
 
@@ -731,9 +732,10 @@ def generate(
 
         inputs: dict[str, Any] = {}  # a given noise_fn: its maker vouches for it (and passes model_sha)
         if noise_fn is None:
-            noise_fn, sha = load_noise(config.model, config.noise, _resolve_device(config.device, world))
+            noise = parse_noise_spec(config.noise)
+            noise_fn, sha = load_noise(config.model, noise, _resolve_device(config.device, world))
             model_sha = sha if model_sha is None else model_sha
-            inputs = record_inputs(config.noise, config.model, sha)
+            inputs = record_inputs(noise, config.model, sha)
         plan = make_plan(config)
         if noise_fn.needs_reference and any(rec.noisy is None for rec in plan.images):
             raise ValueError(

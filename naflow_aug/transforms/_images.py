@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from naflow_aug.noise.source import check_images
+
 
 @dataclass(frozen=True)
 class ImageKind:
@@ -37,8 +39,6 @@ def to_float_batch(image: Any, name: str = "image") -> tuple[torch.Tensor, Image
         raise ValueError(f"{name} is an empty batch (shape {tuple(image.shape)}); need at least one image")
     if image.dtype == torch.uint8:
         return batch.float().div_(255.0), kind
-    from naflow_aug.sampling import check_images
-
     return check_images(batch, name), kind
 
 
