@@ -42,6 +42,7 @@ def _fail(*_args, **_kwargs):
 def test_unwritable_out_is_refused_before_the_work(command, tmp_path, clean_png, not_a_folder,
                                                     tiny_checkpoint, capsys, monkeypatch) -> None:
     import naflow_aug.noise.baselines
+    import naflow_aug.noise.model_source
     import naflow_aug.noise.profiles
     import naflow_aug.train
 
@@ -49,6 +50,7 @@ def test_unwritable_out_is_refused_before_the_work(command, tmp_path, clean_png,
     monkeypatch.setattr(naflow_aug.noise.baselines, "fit_baselines_from_files", _fail)
     monkeypatch.setattr(naflow_aug.train, "refit_prior", _fail)
     monkeypatch.setattr(naflow_aug, "load", _fail)
+    monkeypatch.setattr(naflow_aug.noise.model_source, "load", _fail)  # what the noise sources load with
     data, ckpt = str(tmp_path), str(tiny_checkpoint)
     args = {
         "sample": [str(clean_png), "--model", ckpt],

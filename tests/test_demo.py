@@ -142,7 +142,7 @@ def test_cli_parses_the_demo_command():
     args = cli.build_parser().parse_args(
         ["demo", "--out", "x", "--size", "tiny", "--resume", "--device", "cpu", "--model", "m.pt"]
     )
-    assert args.func is cli._run_demo and args.size == "tiny" and args.resume and args.model == "m.pt"
+    assert args.func is cli.demo._run_demo and args.size == "tiny" and args.resume and args.model == "m.pt"
     assert args.data is None
 
 

@@ -22,6 +22,7 @@ registry's contract test, which fails without it).
 from __future__ import annotations
 
 import os
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,10 +177,12 @@ def noise_help(lead: str = "noise source") -> str:
     return f"{lead}; one of: " + ", ".join(NOISE_SOURCE_FORMS)
 
 
-def noise_kinds_help() -> str:
-    """One line per kind: its spelling and what it makes."""
-    width = max(len(k.form) for k in _KINDS)
-    return "\n".join(f"{k.form:<{width}}  {k.help}" for k in _KINDS)
+def noise_kinds_help(width: int = 100) -> str:
+    """Each kind's spelling and what it makes, wrapped to ``width`` columns (a ``--help`` epilog)."""
+    return "\n".join(
+        textwrap.fill(f"{k.form}: {k.help}", width, initial_indent="  ", subsequent_indent="      ")
+        for k in _KINDS
+    )
 
 
 def make_noise_source(
