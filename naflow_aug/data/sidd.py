@@ -1,6 +1,6 @@
 """SIDD-Medium sRGB reader: a lazy folder scan, a paired-crop Dataset, a class-balanced sampler, splits.
 
-Layout (``shared/reference/sidd-formats.md``)::
+Layout (SIDD-Medium sRGB as its authors distribute it)::
 
     <root>/Data/<inst>_<scene>_<phone>_<ISO>_<shutter>_<temperature>_<L|N|H>/
         <inst>_GT_SRGB_010.PNG   <inst>_NOISY_SRGB_010.PNG   (and optionally the _011 pair)

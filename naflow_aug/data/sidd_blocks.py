@@ -1,6 +1,6 @@
 """SIDD sRGB Validation / Benchmark blocks: the .mat files, the exported-PNG folder, and SubmitSrgb.csv.
 
-Formats (``../shared/reference/sidd-formats.md``):
+Formats (as the SIDD authors distribute them):
 
 - ``ValidationNoisyBlocksSrgb.mat`` / ``ValidationGtBlocksSrgb.mat`` / ``BenchmarkNoisyBlocksSrgb.mat``:
   MATLAB v5 files with one uint8 array of shape (40, 32, 256, 256, 3) = [image, block, h, w, c] under
@@ -43,7 +43,7 @@ BENCHMARK_NOISY_KEY = "BenchmarkNoisyBlocksSrgb"
 KNOWN_KEYS = (VALIDATION_NOISY_KEY, VALIDATION_GT_KEY, BENCHMARK_NOISY_KEY)
 
 # The scene instance of each of the 40 validation / benchmark images, in block order
-# (from ../shared/reference/sidd-validation-benchmark-scenes.csv). Image 19 (IP, ISO 1250) is a
+# (the SIDD validation set's scene list). Image 19 (IP, ISO 1250) is a
 # configuration that SIDD-Medium does not have.
 SCENES: tuple[str, ...] = (
     "0009_001_S6_00800_00350_3200_L", "0021_001_GP_10000_05000_5500_N", "0024_001_N6_03200_01500_5500_N",
