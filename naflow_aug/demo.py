@@ -489,14 +489,14 @@ def _figure_samples(net: Any, test: list[Any], sources: dict[str, Any], k: int, 
         fake = {}
         for name, src in sources.items():
             labels = [p.cls] if p.cls in (getattr(src, "classes", None) or ()) else None
-            fake[name] = src(p.clean[None], reference=p.noisy[None], labels=labels, generator=g)[0][0]
+            fake[name] = src(p.clean[None], reference=p.noisy[None], configs=labels, generator=g)[0][0]
         examples.append({"name": p.name, "cls": p.cls, "clean": p.clean, "noisy": p.noisy, "fake": fake})
     maps: dict[str, torch.Tensor] = {"real": torch.zeros(9, 9, dtype=torch.float64)}
     for p in test:
         maps["real"] += metrics.noise_correlation_map(p.noisy, p.clean, radius=4) / len(test)
         for name, src in sources.items():
             labels = [p.cls] if p.cls in (getattr(src, "classes", None) or ()) else None
-            fake = src(p.clean[None], reference=p.noisy[None], labels=labels, generator=g)[0][0]
+            fake = src(p.clean[None], reference=p.noisy[None], configs=labels, generator=g)[0][0]
             cmap = metrics.noise_correlation_map(fake.float(), p.clean, radius=4) / len(test)
             maps[name] = maps.get(name, torch.zeros_like(cmap)) + cmap
     return {"examples": examples, "correlation": maps}

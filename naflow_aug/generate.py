@@ -326,7 +326,7 @@ class SourceNoise:
         if self._use_labels and labels is not None and any(label is None for label in labels):
             labels = None
         noisy, params = self.source(
-            clean, reference=reference, labels=labels if self._use_labels else None, seeds=seeds
+            clean, reference=reference, configs=labels if self._use_labels else None, seeds=seeds
         )
         if params.weights is not None:
             weights = params.weights

@@ -160,7 +160,7 @@ _KINDS = (
 NOISE_KINDS: dict[str, NoiseKind] = {kind.name: kind for kind in _KINDS}
 assert {k.name for k in _KINDS if k.model} == set(MODEL_KINDS), "the model kinds are ModelSource's kinds"
 
-#: each kind's spelling as help shows it
+#: each built-in kind's spelling as help shows it
 NOISE_SOURCE_FORMS = tuple(kind.form for kind in _KINDS)
 
 
@@ -174,14 +174,14 @@ def parse_noise_spec(spelling: str | NoiseSpec) -> NoiseSpec:
 
 def noise_help(lead: str = "noise source") -> str:
     """A ``--noise`` help text: ``lead``, then every spelling."""
-    return f"{lead}; one of: " + ", ".join(NOISE_SOURCE_FORMS)
+    return f"{lead}; one of: " + ", ".join(kind.form for kind in NOISE_KINDS.values())
 
 
 def noise_kinds_help(width: int = 100) -> str:
     """Each kind's spelling and what it makes, wrapped to ``width`` columns (a ``--help`` epilog)."""
     return "\n".join(
         textwrap.fill(f"{k.form}: {k.help}", width, initial_indent="  ", subsequent_indent="      ")
-        for k in _KINDS
+        for k in NOISE_KINDS.values()
     )
 
 
