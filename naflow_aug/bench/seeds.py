@@ -27,10 +27,22 @@ import numpy as np
 
 from naflow_aug.bench.figures import plot_curves
 from naflow_aug.bench.reports import seeds_markdown
-from naflow_aug.bench.spellings import is_baseline
+from naflow_aug.bench.spellings import BASELINE_KINDS, is_baseline
 from naflow_aug.runs import RunDir, atomic_write_text
 
 log = logging.getLogger(__name__)
+
+# the names of the former naflow_aug.bench_seeds module, kept together here
+__all__ = [
+    "BASELINE_KINDS",
+    "aggregate_seeds",
+    "combine_runs",
+    "is_baseline",
+    "paired_bootstrap",
+    "parse_seeds",
+    "run_seeds",
+    "seeds_markdown",
+]
 
 
 def parse_seeds(text: str | Sequence[int]) -> list[int]:
