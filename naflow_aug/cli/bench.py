@@ -73,7 +73,8 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
 
 def _run_bench(args: argparse.Namespace) -> int:
 
-    from naflow_aug import bench, bench_seeds
+    from naflow_aug import bench
+    from naflow_aug.bench import seeds as bench_seeds
 
     setup_logging()
 

@@ -143,18 +143,18 @@ _KINDS = (
     NoiseKind("profile", "required", "profile:<path.json>", "a camera's noise profile (naflow-aug calibrate)",
               _build_profile, model=True, input_file="profile"),
     NoiseKind("gaussian", "required", "gaussian:<sigma in 0-255 units>", "white Gaussian noise",
-              _build_gaussian, check_arg=_check_sigma),
+              _build_gaussian, baseline=True, check_arg=_check_sigma),
     NoiseKind("gaussian-per-config", "optional", "gaussian-per-config[:<baselines.json>]",
               "the fitted Gaussian noise of each item's configuration", _build_baseline, fitted=True,
-              input_file="baselines"),
+              baseline=True, input_file="baselines"),
     NoiseKind("poisson-gaussian", "optional", "poisson-gaussian[:<baselines.json>]",
               "the fitted signal-dependent noise (variance a*x + b) of each item's configuration",
-              _build_baseline, fitted=True, input_file="baselines"),
+              _build_baseline, fitted=True, baseline=True, input_file="baselines"),
     NoiseKind("real", "none", "real", "the real noisy image itself", _build_real, reference=True),
     NoiseKind("albumentations-gauss", "none", "albumentations-gauss", "A.GaussNoise as a user would set it",
-              _build_albumentations),
+              _build_albumentations, baseline=True),
     NoiseKind("albumentations-iso", "none", "albumentations-iso", "A.ISONoise as a user would set it",
-              _build_albumentations),
+              _build_albumentations, baseline=True),
 )  # fmt: skip
 #: every noise-source kind, by name, in the order help lists them
 NOISE_KINDS: dict[str, NoiseKind] = {kind.name: kind for kind in _KINDS}

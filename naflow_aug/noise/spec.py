@@ -32,6 +32,7 @@ class NoiseKind:
     model: bool = False  # made by a NAFlow
     reference: bool = False  # needs the real noisy image of each clean one
     fitted: bool = False  # per-configuration baselines: a file argument, else fitted baselines passed in
+    baseline: bool = False  # a parametric baseline (what benchmarks compare model noise with)
     input_file: str | None = None
     check_arg: Callable[[str], str | None] | None = field(default=None, repr=False, compare=False)
 
