@@ -40,7 +40,8 @@ __all__ = ["SIZES", "DemoSize", "run_demo"]
 
 @dataclass(frozen=True)
 class DemoSize:
-    """How big a demo run is. ``default``: about 10-15 minutes on 2 CPU cores; ``tiny``: a minute."""
+    """How big a demo run is. ``default``: the full run (its time: README); ``tiny``: a smoke test of every
+    stage."""
 
     name: str
     # simulated camera
@@ -523,8 +524,7 @@ def run_demo(
     or a checkpoint path to use instead of training NAFlow. ``size``: ``"default"`` or ``"tiny"``.
     ``resume``: continue (or, when finished, only re-read) the run in ``out``; without it ``out`` must be
     new or empty. ``threads``: torch CPU threads during the run, restored afterwards (0: leave as is);
-    1 is the default because two threads on a busy 2-core machine ran the NAFlow step 17x slower
-    (8.5 s vs 0.5 s measured here while other jobs ran).
+    1 is the default: on a busy machine more threads than free cores slow the NAFlow step down (README).
     """
     if not isinstance(threads, int) or threads < 0:
         raise ValueError(f"threads must be an integer >= 0, got {threads!r}")
