@@ -42,6 +42,7 @@ from naflow_aug.denoisers.dncnn import (
     save_dncnn,
 )
 from naflow_aug.devices import check_device
+from naflow_aug.images import round_half_up, round_half_up_exact, to_float
 from naflow_aug.runs import (
     RunDir,
     atomic_write_text,
@@ -187,7 +188,7 @@ def to_image(x: Any) -> torch.Tensor:
 
 def _to_float(x: torch.Tensor) -> torch.Tensor:
     if x.dtype == torch.uint8:
-        return x.float().div_(255.0)
+        return to_float(x)
     if not x.is_floating_point():
         raise TypeError(f"expected uint8 or float images, got {x.dtype}")
     return x.float()
@@ -220,7 +221,7 @@ def to_batch(x: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     if isinstance(x, torch.Tensor) and x.ndim == 4:
         if x.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W), got {tuple(x.shape)}")
-        return x.to(dtype).div(255.0) if x.dtype == torch.uint8 else x.to(dtype)
+        return to_float(x, dtype) if x.dtype == torch.uint8 else x.to(dtype)
     if (isinstance(x, torch.Tensor) and x.dtype == torch.uint8) or (
         isinstance(x, np.ndarray) and x.dtype == np.uint8
     ):
@@ -485,7 +486,7 @@ def denoise(
 
 def quantize_float(x: torch.Tensor) -> torch.Tensor:
     """[0, 1] float -> float64 multiples of 1/255: clamp, then round half up of x*255."""
-    return x.double().clamp(0, 1).mul(255.0).add(0.5).floor().div(255.0)
+    return round_half_up_exact(x).div(255.0)
 
 
 def _summary(values: Sequence[float]) -> float:
@@ -606,7 +607,7 @@ def paired_folder_pairs(folder: str | os.PathLike) -> list[tuple[str, str, Path,
         records = scan_paired_folders(manifest=folder)
     else:
         records = scan_paired_folders(folder)
-    return [(Path(r.noisy_path).stem, r.cls, Path(r.noisy_path), Path(r.clean_path)) for r in records]
+    return [(r.name, r.cls, Path(r.noisy_path), Path(r.clean_path)) for r in records]
 
 
 def load_pairs(pairs: Iterable[tuple[str, str, Any, Any]]) -> Iterator[Pair]:
@@ -992,7 +993,8 @@ def sidd_split_data(
     With ``split`` (``'sidd-mini'`` or a split TOML) training uses the split's training instances and
     the held-out pairs are the real (noisy, clean) images of its validation instances, grouped by phone.
     """
-    from naflow_aug.data.sidd import load_split, scan_sidd_medium
+    from naflow_aug.data.pairs import load_split, split_pairs
+    from naflow_aug.data.sidd import scan_sidd_medium
 
     pairs = list(scan_sidd_medium(root, progress=progress))
     if split is None:
@@ -1001,13 +1003,13 @@ def sidd_split_data(
     missing = sorted(set(train_ids) - {p.instance for p in pairs})
     if missing:
         raise ValueError(f"split {split}: training instances {missing} are not in {root}")
-    train = SiddPairsInMemory([p for p in pairs if p.instance in set(train_ids)], progress=progress)
-    held = [p for p in pairs if p.instance in set(val_ids)]
+    train_pairs, held = split_pairs(pairs, (train_ids, val_ids))
+    train = SiddPairsInMemory(train_pairs, progress=progress)
     if not held:
         raise ValueError(f"none of the split's validation instances {val_ids} is in {root}")
 
     def held_out() -> Iterator[Pair]:
-        return load_pairs((f"{p.folder}/{p.shot}", p.phone, p.noisy_path, p.clean_path) for p in held)
+        return load_pairs((p.name, p.sidd.phone, p.noisy_path, p.clean_path) for p in held)
 
     return train, held_out
 
@@ -1147,14 +1149,12 @@ def results_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _to_uint8_hwc(x: torch.Tensor) -> np.ndarray:
-    return x.clamp(0, 1).mul(255).add(0.5).floor().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
 def _save_strip(example: Sequence[torch.Tensor], path: Path) -> None:
     from PIL import Image
 
-    strip = np.concatenate([_to_uint8_hwc(x) for x in example], axis=1)
+    strip = np.concatenate(
+        [round_half_up(x).to(torch.uint8).permute(1, 2, 0).cpu().numpy() for x in example], axis=1
+    )
     Image.fromarray(strip).save(path)
 
 
