@@ -93,8 +93,9 @@ def looks_like_sidd_medium(root: str | os.PathLike) -> bool:
     return any(p.is_dir() and FOLDER_RE.match(p.name) for p in _data_dir(root).iterdir())
 
 
-def _sidd_pair(folder: str, shot: str, clean: Path, noisy: Path, height: int | None, width: int | None
-               ) -> Pair:  # fmt: skip
+def _sidd_pair(
+    folder: str, shot: str, clean: Path, noisy: Path, height: int | None, width: int | None
+) -> Pair:
     """The pair of one shot of an instance folder, with what the folder's name says."""
     meta = parse_instance_folder(folder)
     sidd = SiddMeta(folder, meta["scene"], meta["phone"], meta["iso"], meta["shutter"], meta["temperature"],
