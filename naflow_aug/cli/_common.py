@@ -13,8 +13,9 @@ def setup_logging() -> None:
 
 def sidd_training_pairs(data: str, split: str | None) -> list:
     """The pairs of a SIDD-Medium-layout folder, only the split's training instances when one is given."""
-    from naflow_aug.data.sidd import load_split, scan_sidd_medium
+    from naflow_aug.data.pairs import split_pairs
+    from naflow_aug.data.sidd import scan_sidd_medium
 
-    train = set(load_split(split)[0]) if split else None
-    return [r for r in scan_sidd_medium(data) if train is None or r.instance in train]
+    pairs = list(scan_sidd_medium(data))
+    return split_pairs(pairs, split)[0] if split else pairs
 

@@ -72,7 +72,7 @@ def add_refit_prior(sub: argparse._SubParsersAction) -> None:
 
 def _run_refit_prior(args: argparse.Namespace) -> int:
     import naflow_aug
-    from naflow_aug.data.sidd import _load_uint8
+    from naflow_aug.data.images import load_uint8
     from naflow_aug.train import refit_prior
 
     model = naflow_aug.load(args.model, device=args.device)
@@ -80,7 +80,7 @@ def _run_refit_prior(args: argparse.Namespace) -> int:
     if not records:
         raise ValueError(f"no pairs in {args.data}" + (f" among split {args.split}'s training instances"
                                                        if args.split else ""))
-    pairs = ((_load_uint8(r.noisy_path), _load_uint8(r.clean_path), r.cls) for r in records)
+    pairs = ((load_uint8(r.noisy_path), load_uint8(r.clean_path), r.cls) for r in records)
     summary = refit_prior(model, pairs, max_size=args.max_size, progress=not args.no_progress)
     extra = {"prior_refit": {"from": str(args.model), "from_sha256": model.checkpoint_sha256,
                              "data": str(args.data), "split": args.split or "", "pairs": summary["pairs"],
