@@ -145,7 +145,8 @@ class NAFlow(nn.Module):
 
     def class_index(self, names: str | Sequence[str]) -> Tensor:
         """Class ids (B,) int64 for configuration names; ValueError on an unknown name."""
-        return torch.tensor(nas.class_ids(self.classes, [names] if isinstance(names, str) else names))
+        ids = nas.class_ids(self.classes, [names] if isinstance(names, str) else names)
+        return torch.tensor(ids, dtype=torch.int64)
 
     def freeze(self) -> NAFlow:
         """Eval mode, no gradients: the state `naflow_aug.load` returns."""
