@@ -32,6 +32,7 @@ from naflow_aug import metrics
 from naflow_aug.baselines import fit_baselines
 from naflow_aug.data import sidd
 from naflow_aug.data.images import load_image
+from naflow_aug.data.pairs import Pair, split_pairs
 from naflow_aug.evaluate import TRUE_CONFIG, HeldOutPair, noise_quality, trim_to_multiple
 from naflow_aug.runs import atomic_write_json
 from naflow_aug.sampling import make_noise_source
@@ -45,10 +46,8 @@ SOURCES = {
 }
 
 
-def _pairs(data: Path, split: str) -> tuple[list[sidd.SiddPair], list[sidd.SiddPair]]:
-    pairs = list(sidd.scan_sidd_medium(data))
-    train_ids, val_ids = (set(x) for x in sidd.load_split(split))
-    return [p for p in pairs if p.instance in train_ids], [p for p in pairs if p.instance in val_ids]
+def _pairs(data: Path, split: str) -> tuple[list[Pair], list[Pair]]:
+    return split_pairs(sidd.scan_sidd_medium(data), split)
 
 
 def _camera(cls: str) -> str:
@@ -170,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     model = naflow_aug.load(args.model, device=args.device)
     train_pairs, val_pairs = _pairs(data, args.split)
 
-    def read(p: sidd.SiddPair) -> tuple[torch.Tensor, torch.Tensor]:
+    def read(p: Pair) -> tuple[torch.Tensor, torch.Tensor]:
         return load_image(p.clean_path), load_image(p.noisy_path)
 
     baselines = fit_baselines((*read(p), p.cls) for p in train_pairs)
@@ -179,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         clean, noisy = read(p)
         if args.max_size:
             clean, noisy = (trim_to_multiple(x, model.size_multiple, args.max_size) for x in (clean, noisy))
-        name = f"{p.folder}/{p.noisy_path.name}"
+        name = f"{p.sidd.folder}/{p.noisy_path.name}"
         held_out.append(HeldOutPair(name=name, cls=p.cls, clean=clean, noisy=noisy))
     missing = sorted({p.cls for p in held_out} - set(baselines.classes))
     if missing:

@@ -124,10 +124,11 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _sidd_training_pairs(data: str, split: str | None) -> list:
     """The pairs of a SIDD-Medium-layout folder, only the split's training instances when one is given."""
-    from naflow_aug.data.sidd import load_split, scan_sidd_medium
+    from naflow_aug.data.pairs import split_pairs
+    from naflow_aug.data.sidd import scan_sidd_medium
 
-    train = set(load_split(split)[0]) if split else None
-    return [r for r in scan_sidd_medium(data) if train is None or r.instance in train]
+    pairs = list(scan_sidd_medium(data))
+    return split_pairs(pairs, split)[0] if split else pairs
 
 
 def _add_refit_prior(sub: argparse._SubParsersAction) -> None:
@@ -146,7 +147,7 @@ def _add_refit_prior(sub: argparse._SubParsersAction) -> None:
 
 def _run_refit_prior(args: argparse.Namespace) -> int:
     import naflow_aug
-    from naflow_aug.data.sidd import _load_uint8
+    from naflow_aug.data.images import load_uint8
     from naflow_aug.train import refit_prior
 
     model = naflow_aug.load(args.model, device=args.device)
@@ -154,7 +155,7 @@ def _run_refit_prior(args: argparse.Namespace) -> int:
     if not records:
         raise ValueError(f"no pairs in {args.data}" + (f" among split {args.split}'s training instances"
                                                        if args.split else ""))
-    pairs = ((_load_uint8(r.noisy_path), _load_uint8(r.clean_path), r.cls) for r in records)
+    pairs = ((load_uint8(r.noisy_path), load_uint8(r.clean_path), r.cls) for r in records)
     summary = refit_prior(model, pairs, max_size=args.max_size, progress=not args.no_progress)
     extra = {"prior_refit": {"from": str(args.model), "from_sha256": model.checkpoint_sha256,
                              "data": str(args.data), "split": args.split or "", "pairs": summary["pairs"],
@@ -273,7 +274,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 def _run_bench(args: argparse.Namespace) -> int:
     import logging
 
-    from naflow_aug import bench, bench_seeds
+    from naflow_aug import bench
+    from naflow_aug.bench import seeds as bench_seeds
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

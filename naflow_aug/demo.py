@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from naflow_aug.data.pairs import Pair, select_instances
+from naflow_aug.images import round_nearest
 from naflow_aug.runs import atomic_write_json, atomic_write_text, dumps_toml
 
 log = logging.getLogger(__name__)
@@ -141,16 +143,15 @@ class _Data:
     root: Path  # the SIDD-layout folder holding every pair
     split: Path  # split TOML: train = training instances, val = held-out test instances
     train_view: Path  # SIDD-layout folder of links to the training instance folders
-    pairs: list[Any]  # SiddPair of every pair
+    pairs: list[Pair]  # every pair
     train_ids: list[str]
     test_ids: list[str]
     calib_ids: list[str]
     calib_class: str
     simulated: bool
 
-    def select(self, ids: list[str]) -> list[Any]:
-        keep = set(ids)
-        return [p for p in self.pairs if p.instance in keep]
+    def select(self, ids: list[str]) -> list[Pair]:
+        return select_instances(self.pairs, ids)
 
 
 def _split_instances(
@@ -158,7 +159,7 @@ def _split_instances(
 ) -> tuple[list[str], list[str], list[str], str]:
     """(train, test, calibration instance ids, calibration class): held-out scenes' instances are split
     into calibration (the first instance of the noisiest held-out camera that has two or more) and test."""
-    held = sorted({p.instance for p in pairs if p.scene in set(heldout_scenes)})
+    held = sorted({p.instance for p in pairs if p.sidd.scene in set(heldout_scenes)})
     train = sorted({p.instance for p in pairs} - set(held))
     by_class: dict[str, list[str]] = {}
     for p in pairs:
@@ -216,7 +217,7 @@ def _prepare_data(
                 f"data must be a SIDD-Medium folder (Data/<instance folders>), got {str(data)!r}"
             )
     pairs = list(scan_sidd_medium(root, progress=progress))
-    scenes = sorted({p.scene for p in pairs})
+    scenes = sorted({p.sidd.scene for p in pairs})
     if simulated:
         held_scenes = scenes[-size.heldout_scenes :]
     else:
@@ -275,7 +276,7 @@ def _read_pairs(pairs: list[Any], crop: int, multiple: int = 8) -> list[Any]:
     for p in pairs:
         clean = trim_to_multiple(load_image(p.clean_path), multiple, crop)
         noisy = trim_to_multiple(load_image(p.noisy_path), multiple, crop)
-        out.append(HeldOutPair(f"{p.folder}/{p.shot}", p.cls, clean, noisy))
+        out.append(HeldOutPair(p.name, p.cls, clean, noisy))
     return out
 
 
@@ -289,10 +290,6 @@ def _spread(pairs: list[Any], k: int) -> list[Any]:
     for i in range(max((len(v) for v in by_class.values()), default=0)):
         out += [v[i] for _, v in sorted(by_class.items()) if i < len(v)]
     return out[:k]
-
-
-def _to_uint8(x: torch.Tensor) -> torch.Tensor:
-    return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _training_pairs(d: _Data, size: DemoSize, seed: int, progress: bool) -> Any:
@@ -312,7 +309,9 @@ def _training_pairs(d: _Data, size: DemoSize, seed: int, progress: bool) -> Any:
     for i in tqdm(range(len(ds)), desc="training crops", unit="image", disable=not progress, leave=False):
         for _ in range(size.train_crops_per_image):
             it = ds[i]
-            items.append({"clean": _to_uint8(it["clean"]), "noisy": _to_uint8(it["noisy"]), "cls": it["cls"]})
+            items.append(
+                {"clean": round_nearest(it["clean"]), "noisy": round_nearest(it["noisy"]), "cls": it["cls"]}
+            )
     return items
 
 

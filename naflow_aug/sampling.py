@@ -40,6 +40,7 @@ from naflow_aug.checkpoints import available_models, load
 from naflow_aug.flow import nas
 from naflow_aug.flow.noise_level import LEVELS, check_level, noise_std
 from naflow_aug.flow.seeds import as_seeds, check_seed
+from naflow_aug.images import round_nearest, to_float
 from naflow_aug.weights import parse_weights
 
 log = logging.getLogger(__name__)
@@ -532,13 +533,12 @@ class AlbumentationsSource(NoiseSource):
     def _apply(self, clean, params, reference) -> torch.Tensor:
         # users feed albumentations uint8 HWC images (ISONoise's strength assumes the 0-255 scale)
         out = []
-        hwc = (clean.detach().to("cpu", torch.float32) * 255.0).round_().clamp_(0, 255).to(torch.uint8)
-        hwc = hwc.permute(0, 2, 3, 1).numpy()
+        hwc = round_nearest(clean.detach().to("cpu", torch.float32)).permute(0, 2, 3, 1).numpy()
         for b, seed in enumerate(params.seeds):
             t = self._make()
             t.set_random_seed(int(seed))
             out.append(torch.from_numpy(t(image=hwc[b].copy())["image"]).permute(2, 0, 1))
-        return (torch.stack(out).to(clean.device, clean.dtype) / 255.0).clamp_(0.0, 1.0)
+        return to_float(torch.stack(out).to(clean.device), clean.dtype).clamp_(0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------- building

@@ -432,8 +432,8 @@ def test_crops_are_read_with_few_images_held(sim, tmp_path, monkeypatch):
     for idx, clean, reference in rows:
         for i, c, r in zip(idx, clean, reference, strict=True):
             rec, t, left = plan.images[plan.image[i]], plan.top[i], plan.left[i]
-            np.testing.assert_array_equal(c, read_image(rec.clean)[t : t + 16, left : left + 16])
-            np.testing.assert_array_equal(r, read_image(rec.noisy)[t : t + 16, left : left + 16])
+            np.testing.assert_array_equal(c, read_image(rec.clean_path)[t : t + 16, left : left + 16])
+            np.testing.assert_array_equal(r, read_image(rec.noisy_path)[t : t + 16, left : left + 16])
 
 
 @pytest.mark.parametrize("compression,join", [("lzf", "copy"), ("gzip", "vds")])

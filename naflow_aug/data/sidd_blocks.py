@@ -9,7 +9,8 @@ Formats (``../shared/reference/sidd-formats.md``):
   header-less ``validation_label.csv`` of ``<image index>,<scene instance name>``.
 - ``SubmitSrgb.csv`` (Kaggle's SIDD benchmark scoring): columns ``ID`` (= image * 32 + block) and
   ``BLOCK`` (base64 of the block's uint8 bytes in HWC order). Float images are quantised by
-  :func:`quantize_uint8`: clamp to [0, 1], then round half up of x * 255.
+  :func:`quantize_uint8`: clamp to [0, 1], then round half up of x * 255
+  (:func:`naflow_aug.images.round_half_up_exact`).
 
 The 40 images are the same scene instances for validation and benchmark, in the order of :data:`SCENES`.
 """
@@ -30,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from naflow_aug.images import round_half_up_exact
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +336,7 @@ def quantize_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
         return images
     if not np.issubdtype(images.dtype, np.floating):
         raise TypeError(f"expected float images in [0, 1] or uint8, got dtype {images.dtype}")
-    return np.floor(np.clip(images.astype(np.float64), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return round_half_up_exact(torch.from_numpy(images.astype(np.float64))).to(torch.uint8).numpy()
 
 
 def write_submission(path: str | os.PathLike, blocks: np.ndarray | torch.Tensor) -> Path:
