@@ -119,8 +119,12 @@ class NoiseSource:
             seeds = draw_seeds(n, generator)
         else:
             seeds = as_seeds(seeds, n)
-        params = self._draw(clean, ref, self._config_names(configs, n), seeds)
-        return self._apply(clean, params, ref), params
+        return self._draw_and_apply(clean, ref, self._config_names(configs, n), seeds)
+
+    def _draw_and_apply(self, clean, reference, configs, seeds) -> tuple[torch.Tensor, NoiseParams]:
+        """``_draw``, then ``_apply`` what it drew; a source whose two halves share work overrides it."""
+        params = self._draw(clean, reference, configs, seeds)
+        return self._apply(clean, params, reference), params
 
     def replay(
         self, clean: torch.Tensor, params: NoiseParams, *, reference: torch.Tensor | None = None
