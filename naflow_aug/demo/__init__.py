@@ -8,12 +8,12 @@
 2. the fitted baselines (Gaussian / Poisson-Gaussian per configuration) of the training pairs;
 3. NAFlow trained on the training instances (:func:`naflow_aug.train.train`, cpu preset), or a given
    model, while the denoisers of the sources that need no NAFlow train beside it (:mod:`.workers`);
-4. a noise profile calibrated from the calibration pairs of one camera (:mod:`naflow_aug.profiles`);
+4. a noise profile calibrated from the calibration pairs of one camera (:mod:`naflow_aug.noise.profiles`);
 5. noise quality on the held-out pairs (:mod:`naflow_aug.evaluate`): KLD / AKLD per sampling seed,
    posterior accuracy;
 6. an HDF5 of synthetic NAS pairs of the training images (:func:`naflow_aug.generate.generate`);
 7. one DnCNN per noise source and seed, scored on the held-out pairs and summarised over the seeds
-   (:mod:`.denoisers`: :func:`naflow_aug.bench.run_benchmark`, :mod:`naflow_aug.bench_seeds`);
+   (:mod:`.denoisers`: :func:`naflow_aug.bench.run_benchmark`, :mod:`naflow_aug.bench.seeds`);
 8. the report (:mod:`.report`, :mod:`.figures`): ``report.html`` with figures in ``figures/``,
    ``report.md``, ``results.json``; ``timings.json`` holds each stage's wall and CPU seconds.
 

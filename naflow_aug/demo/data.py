@@ -17,7 +17,9 @@ from typing import Any
 
 import torch
 
+from naflow_aug.data.pairs import Pair, select_instances
 from naflow_aug.demo.sizes import DemoSize
+from naflow_aug.images import round_nearest
 from naflow_aug.runs import atomic_write_json, atomic_write_text, dumps_toml
 
 log = logging.getLogger(__name__)
@@ -36,24 +38,23 @@ class DemoData:
     root: Path  # the SIDD-layout folder holding every pair
     split: Path  # split TOML: train = training instances, val = held-out test instances
     train_view: Path  # SIDD-layout folder of links to the training instance folders
-    pairs: list[Any]  # SiddPair of every pair
+    pairs: list[Pair]  # every pair
     train_ids: list[str]
     test_ids: list[str]
     calib_ids: list[str]
     calib_class: str
     simulated: bool
 
-    def select(self, ids: list[str]) -> list[Any]:
-        keep = set(ids)
-        return [p for p in self.pairs if p.instance in keep]
+    def select(self, ids: list[str]) -> list[Pair]:
+        return select_instances(self.pairs, ids)
 
 
 def split_instances(
-    pairs: list[Any], heldout_scenes: list[str]
+    pairs: list[Pair], heldout_scenes: list[str]
 ) -> tuple[list[str], list[str], list[str], str]:
     """(train, test, calibration instance ids, calibration class): held-out scenes' instances are split
     into calibration (the first instance of the noisiest held-out camera that has two or more) and test."""
-    held = sorted({p.instance for p in pairs if p.scene in set(heldout_scenes)})
+    held = sorted({p.instance for p in pairs if p.sidd.scene in set(heldout_scenes)})
     train = sorted({p.instance for p in pairs} - set(held))
     by_class: dict[str, list[str]] = {}
     for p in pairs:
@@ -156,7 +157,7 @@ def prepare_data(
                 f"data must be a SIDD-Medium folder (Data/<instance folders>), got {str(data)!r}"
             )
     pairs = list(scan_sidd_medium(root, progress=progress))
-    held_scenes = _heldout_scenes(sorted({p.scene for p in pairs}), size, simulated, seed)
+    held_scenes = _heldout_scenes(sorted({p.sidd.scene for p in pairs}), size, simulated, seed)
     train_ids, test_ids, calib_ids, calib_class = split_instances(pairs, held_scenes)
     d = DemoData(
         root,
@@ -183,7 +184,7 @@ def prepare_data(
     return d
 
 
-def read_pairs(pairs: list[Any], crop: int, multiple: int = 8) -> list[Any]:
+def read_pairs(pairs: list[Pair], crop: int, multiple: int = 8) -> list[Any]:
     """Held-out pairs as :class:`naflow_aug.evaluate.HeldOutPair`, centre-cropped to ``crop`` (0: whole)
     and trimmed to a multiple of ``multiple``."""
     from naflow_aug.data.images import load_image
@@ -193,7 +194,7 @@ def read_pairs(pairs: list[Any], crop: int, multiple: int = 8) -> list[Any]:
     for p in pairs:
         clean = trim_to_multiple(load_image(p.clean_path), multiple, crop)
         noisy = trim_to_multiple(load_image(p.noisy_path), multiple, crop)
-        out.append(HeldOutPair(f"{p.folder}/{p.shot}", p.cls, clean, noisy))
+        out.append(HeldOutPair(p.name, p.cls, clean, noisy))
     return out
 
 
@@ -207,10 +208,6 @@ def spread(pairs: list[Any], k: int) -> list[Any]:
     for i in range(max((len(v) for v in by_class.values()), default=0)):
         out += [v[i] for _, v in sorted(by_class.items()) if i < len(v)]
     return out[:k]
-
-
-def _to_uint8(x: torch.Tensor) -> torch.Tensor:
-    return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def training_pairs(d: DemoData, size: DemoSize, seed: int, progress: bool) -> Any:
@@ -230,5 +227,7 @@ def training_pairs(d: DemoData, size: DemoSize, seed: int, progress: bool) -> An
     for i in tqdm(range(len(ds)), desc="training crops", unit="image", disable=not progress, leave=False):
         for _ in range(size.train_crops_per_image):
             it = ds[i]
-            items.append({"clean": _to_uint8(it["clean"]), "noisy": _to_uint8(it["noisy"]), "cls": it["cls"]})
+            items.append(
+                {"clean": round_nearest(it["clean"]), "noisy": round_nearest(it["noisy"]), "cls": it["cls"]}
+            )
     return items

@@ -3,8 +3,8 @@
 Each (source, seed) is its own job and its own benchmark run directory,
 ``bench/<source>/seed-<N>/`` (:func:`naflow_aug.bench.run_benchmark`, resumable), so that the jobs can
 run side by side and the sources that do not need NAFlow train while NAFlow does. When all are done,
-each source's seeds are summarised (:func:`naflow_aug.bench_seeds.run_seeds`) and the sources joined into
-``bench/results.json|md`` and ``bench/curves.png`` (:func:`naflow_aug.bench_seeds.combine_runs`): mean
+each source's seeds are summarised (:func:`naflow_aug.bench.run_seeds`) and the sources joined into
+``bench/results.json|md`` and ``bench/curves.png`` (:func:`naflow_aug.bench.combine_runs`): mean
 +- std over seeds per source and the paired per-image difference against the best parametric baseline.
 :func:`winner` names the noise whose denoiser scored best and its margin over the next one.
 """
@@ -33,7 +33,7 @@ REAL = "real pairs"
 
 def bench_sources(sigma: float) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(sources that need no NAFlow, sources that do) as (row name, spelling) pairs. Spellings: a noise
-    source of :func:`naflow_aug.sampling.make_noise_source`, ``identity`` (no denoiser) or ``hdf5``."""
+    source of :func:`naflow_aug.noise.make_noise_source`, ``identity`` (no denoiser) or ``hdf5``."""
     independent = [
         (NOISY_INPUT, "identity"),
         (REAL, "real"),
@@ -82,7 +82,7 @@ def _train_source(job: BenchJob, d: Any, preset: Any) -> Any:
         h5 = Path(job.out) / "synthetic.h5"
         batches = bench.hdf5_batches([str(h5)], preset, device=job.device)
         return bench.TrainSource(job.name, batches, describe=f"{h5.name}: NAS samples of the training crops")
-    from naflow_aug.baselines import Baselines
+    from naflow_aug.noise.baselines import Baselines
 
     train_ds = training_pairs(d, job.size, job.seed, progress=False)
     baselines = Baselines.load(Path(job.out) / "baselines.json")
@@ -118,8 +118,7 @@ def _read_results(path: Path, _seed: int) -> dict[str, Any]:
 
 def combine(out: Path, names: Sequence[str], seeds: Sequence[int]) -> dict[str, Any]:
     """Join the finished jobs: per source its seeds, then all sources (``out/bench/results.json``)."""
-    from naflow_aug.bench import slug
-    from naflow_aug.bench_seeds import combine_runs, run_seeds
+    from naflow_aug.bench import combine_runs, run_seeds, slug
 
     joined = out / "bench" / "results.json"
     if joined.is_file():
@@ -143,9 +142,9 @@ def _per_image(out: Path, name: str, seeds: Sequence[int]) -> dict[int, dict[str
 
 def paired_difference(out: Path, a: str, b: str, seeds: Sequence[int]) -> dict[str, Any]:
     """Source ``a`` minus source ``b``: each image's PSNR difference averaged over seeds, its mean and a
-    bootstrap 95% interval (:func:`naflow_aug.bench_seeds.paired_bootstrap`), and how many seeds' overall
+    bootstrap 95% interval (:func:`naflow_aug.bench.paired_bootstrap`), and how many seeds' overall
     PSNR has ``a`` ahead."""
-    from naflow_aug.bench_seeds import paired_bootstrap
+    from naflow_aug.bench import paired_bootstrap
 
     pa, pb = _per_image(out, a, seeds), _per_image(out, b, seeds)
     names = sorted(set.intersection(*(set(pa[s]) & set(pb[s]) for s in seeds)))

@@ -77,7 +77,7 @@ def posterior_table(posterior: Mapping[str, Any] | None) -> Table:
 
 def denoising_table(rows_in: Sequence[Mapping[str, Any]]) -> Table:
     """(header, rows): per training source (best first), PSNR / SSIM on the held-out pairs and PSNR per
-    configuration, each mean ± std over seeds (:func:`naflow_aug.bench_seeds.aggregate_seeds` rows)."""
+    configuration, each mean ± std over seeds (:func:`naflow_aug.bench.aggregate_seeds` rows)."""
     groups = sorted({g for r in rows_in for g in r.get("groups", {})})
     head = ["trained on", "PSNR (dB)", "SSIM", *[f"{g} PSNR" for g in groups], "train s"]
     rows = []

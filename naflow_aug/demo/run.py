@@ -219,8 +219,8 @@ def _run_demo(
 
 
 def _fit_baselines(out: Path, train_ds: Any, progress: bool) -> Any:
-    from naflow_aug.baselines import Baselines
     from naflow_aug.bench import fit_dataset_baselines
+    from naflow_aug.noise.baselines import Baselines
 
     path = out / "baselines.json"
     if path.is_file():
@@ -234,7 +234,7 @@ def _naflow_stages(r: _Run, baselines: Any) -> dict[str, Any]:
     """With the trained (or given) NAFlow: the profile, noise quality over seeds and the HDF5."""
     from naflow_aug.checkpoints import load
     from naflow_aug.evaluate import TRUE_CONFIG
-    from naflow_aug.sampling import make_noise_source
+    from naflow_aug.noise.registry import make_noise_source
 
     d, dev = r.d, r.device
     assert d is not None

@@ -10,7 +10,8 @@ __all__ = ["SIZES", "DemoSize", "get_size"]
 
 @dataclass(frozen=True)
 class DemoSize:
-    """How big a demo run is. ``default``: within 15 minutes on 2 CPU cores; ``tiny``: a smoke test."""
+    """How big a demo run is. ``default``: the full run (its time: README); ``tiny``: a smoke test of every
+    stage."""
 
     name: str
     # simulated camera
@@ -61,11 +62,8 @@ SIZES: dict[str, DemoSize] = {
         naflow_steps=3000,
         naflow_model={"hidden_channels": 32, "encoder_channels": 64},
         # the bench cpu preset's DnCNN (depth 8, width 32, identity start, lr x0.1 for the last 20%) with
-        # 400 of its 2,500 steps, repeated over 3 seeds: chosen on this data (training seed 0 of the
-        # simulation, before the demo's final run) because with the earlier depth-5 / width-16, 600-step
-        # DnCNN real pairs lost to white Gaussian noise (30.68 vs 30.86 dB; 2,000 steps: 30.77 vs 31.17),
-        # while with depth 8 / width 32 (480 steps) they won in each of 3 seeds (31.21 +- 0.08 vs 30.57 +-
-        # 0.14 dB); 400 steps and a validation every 2 epochs keep the run within 15 minutes on 2 cores
+        # 400 of its 2,500 steps, repeated over 3 seeds; how it was chosen (the depth-5 / width-16 DnCNN
+        # could not tell real pairs from white Gaussian noise on this camera): README, "The main job"
         bench={
             "depth": 8,
             "width": 32,

@@ -61,7 +61,7 @@ def train_naflow(
 
 def calibrate_profile(out: Path, net: Any, calib: list[Any], progress: bool) -> Path:
     """``out/profile.json``: a noise profile calibrated from the calibration pairs."""
-    from naflow_aug.profiles import calibrate
+    from naflow_aug.noise.profiles import calibrate
 
     path = out / "profile.json"
     if not path.is_file():
@@ -177,7 +177,7 @@ def generate_hdf5(
 
 def _fake(src: Any, p: Any, g: torch.Generator) -> torch.Tensor:
     labels = [p.cls] if p.cls in (getattr(src, "classes", None) or ()) else None
-    return src(p.clean[None], reference=p.noisy[None], labels=labels, generator=g)[0][0]
+    return src(p.clean[None], reference=p.noisy[None], configs=labels, generator=g)[0][0]
 
 
 def figure_samples(test: list[Any], sources: dict[str, Any], k: int, seed: int) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """Run the demo's independent jobs side by side: one single-threaded process per CPU core.
 
 The demo's long jobs (NAFlow training, one denoiser per source and seed) are small networks on small
-batches: one torch thread each runs them efficiently, and two threads of one job on a busy 2-core
-machine ran a NAFlow step 17x slower. So the jobs run as separate processes (``spawn``: no forked
-torch state), each with one thread; ``workers=1`` runs them one after another in this process.
+batches: one torch thread each runs them efficiently, and more threads than free cores slow a step down
+on a busy machine (README). So the jobs run as separate processes (``spawn``: no forked torch state),
+each with one thread; ``workers=1`` runs them one after another in this process.
 Every job returns a JSON-able dict and its own wall and CPU seconds (:class:`JobResult`).
 """
 
