@@ -122,6 +122,15 @@ def test_join_and_leave(fake_group) -> None:
     assert fake_group[-1] == ("destroy", {})
 
 
+def test_generate_joins_gloo_with_a_long_timeout(fake_group, monkeypatch: pytest.MonkeyPatch) -> None:
+    """generate's ranks only meet at barriers while rank 0 joins the parts: gloo, hours of patience."""
+    from naflow_aug import generate
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    ctx = generate._dist_setup("cuda")
+    assert fake_group == [("gloo", {"timeout": timedelta(hours=12)})] and ctx.owns_group
+
+
 def test_a_bad_device_fails_before_the_group_is_joined(fake_group, monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="CUDA is not available"):
