@@ -17,6 +17,7 @@ from naflow_aug.runtime.files import json_default
 
 T = TypeVar("T")
 
+
 def dumps_toml(data: Mapping[str, Any]) -> str:
     """Serialise a mapping of scalars, lists and nested mappings (tables) to TOML."""
     lines: list[str] = []

@@ -16,6 +16,7 @@ from naflow_aug.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
+
 def _build_model(config: TrainConfig, data_classes: Sequence[str]) -> nn.Module:
     """A fresh trainable NAFlow over the data's classes, or the `init` checkpoint made trainable."""
     if config.init:

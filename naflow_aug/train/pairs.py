@@ -16,6 +16,7 @@ from naflow_aug.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class _Pair:
     noisy: Path
