@@ -273,7 +273,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 def _run_bench(args: argparse.Namespace) -> int:
     import logging
 
-    from naflow_aug import bench, bench_seeds
+    from naflow_aug import bench
+    from naflow_aug.bench import seeds as bench_seeds
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
