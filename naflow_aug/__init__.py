@@ -3,7 +3,7 @@
 from ._version import __version__ as __version__
 from .checkpoints import available_models, load, save_checkpoint  # noqa: E402
 from .flow import NAFlow, NAFlowConfig, SampleParams  # noqa: E402
-from .sampling import NoiseParams, NoiseSource, make_noise_source  # noqa: E402
+from .noise import NoiseParams, NoiseSource, make_noise_source  # noqa: E402
 
 __all__ = [
     "NAFlow",

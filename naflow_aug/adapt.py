@@ -39,6 +39,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from naflow_aug.images import round_nearest, to_float
+
 log = logging.getLogger(__name__)
 
 #: which parameters the adaptation trains besides the new class's Gaussian
@@ -135,7 +137,7 @@ def _as_uint8(x: torch.Tensor, name: str) -> torch.Tensor:
     lo, hi = float(x.min()), float(x.max())
     if lo < 0 or hi > 1:
         raise ValueError(f"{name} values must lie in [0, 1], got min {lo:.4g} and max {hi:.4g}")
-    return (x.detach().float().cpu() * 255.0).round_().to(torch.uint8)
+    return round_nearest(x.detach().float().cpu())
 
 
 def adapt(
@@ -151,7 +153,8 @@ def adapt(
     The adapted model is ``base`` with one more class (``config.camera``, last) and the changed flow; the
     base model is not modified. ``info`` holds the steps, seconds, first and last losses (bits per pixel).
     """
-    from naflow_aug.train import TrainConfig, _Pair, _StepBatches, refit_prior
+    from naflow_aug.data.pairs import Pair
+    from naflow_aug.train import TrainConfig, _StepBatches, refit_prior
 
     config = config or AdaptConfig()
     if not isinstance(config, AdaptConfig):
@@ -189,7 +192,7 @@ def adapt(
         augment=True, class_balanced=False, dequantize=True, cond_noise_std=config.cond_noise_std,
         seed=config.seed,
     )  # fmt: skip
-    fake_pairs = [_Pair(Path(f"pair{i}_noisy"), Path(f"pair{i}_clean"), config.camera, str(i), *n.shape[1:])
+    fake_pairs = [Pair(Path(f"pair{i}_clean"), Path(f"pair{i}_noisy"), config.camera, str(i), *n.shape[1:])
                   for i, (n, _) in enumerate(images)]  # fmt: skip
     batches = _StepBatches(fake_pairs, [camera_id] * len(images), model.num_classes, train_config, 0, images)
     # ActNorm keeps its fitted statistics: train mode only matters for layers that initialise on first use
@@ -238,7 +241,7 @@ def _match_noise_std(model: nn.Module, images: list, config: AdaptConfig, iterat
     device, dtype = model.prior.mean.device, model.prior.mean.dtype
     m = model.size_multiple
     size = config.refit_max_size
-    crops = [[trim_to_multiple(x.float() / 255, m, size)[None].to(device, dtype) for x in p] for p in images]
+    crops = [[trim_to_multiple(to_float(x), m, size)[None].to(device, dtype) for x in p] for p in images]
     real = sum(float((n - c).pow(2).mean()) for n, c in crops) / len(crops)
     feats = [model.condition(c) for _, c in crops]
     g = torch.Generator().manual_seed(config.seed)

@@ -1,4 +1,4 @@
-"""Adapted noise profiles (naflow_aug.adapt, naflow_aug.profiles mode "adapt"): round trip, wrong base
+"""Adapted noise profiles (naflow_aug.adapt, naflow_aug.noise.profiles mode "adapt"): round trip, wrong base
 refused, determinism from the seed, the noise source and transforms, old mixture profiles, the CLI."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import naflow_aug
 from naflow_aug import cli, save_checkpoint
 from naflow_aug.adapt import AdaptConfig, adapt, apply_tensors, extend_model
 from naflow_aug.data.images import write_png
-from naflow_aug.profiles import NoiseProfile, calibrate, profile_source
+from naflow_aug.noise import make_noise_source
+from naflow_aug.noise.profiles import NoiseProfile, calibrate, profile_source
 from naflow_aug.runs import sha256_file
-from naflow_aug.sampling import make_noise_source
 
 TINY = AdaptConfig(steps=4, batch_size=2, crop_size=16, refit_max_size=32, seed=3)
 

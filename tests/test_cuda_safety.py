@@ -18,8 +18,8 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from naflow_aug import bench, generate, train
 from naflow_aug.flow.model import draw_item_noise
+from naflow_aug.noise import check_images, draw_seeds, make_noise_source
 from naflow_aug.runtime.distributed import setup_distributed
-from naflow_aug.sampling import check_images, draw_seeds, make_noise_source
 
 
 class HostSyncCounter(TorchDispatchMode):

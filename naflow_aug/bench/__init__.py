@@ -4,7 +4,7 @@ The denoiser is any ``nn.Module`` mapping ``(B, 3, H, W)`` noisy float in [0, 1]
 default). Training batches come from a :class:`PatchBatches` sampler over a torch ``Dataset`` of dicts
 (``'clean'`` and, for stored pairs such as HDF5 files, ``'noisy'``), optionally with an on-the-fly noise
 source ``source(clean, reference=..., labels=..., generator=...) -> (noisy, params)`` (the noise-source
-abstraction of :mod:`naflow_aug.sampling`). Scoring: PSNR / SSIM (:mod:`naflow_aug.metrics`) of the
+abstraction of :mod:`naflow_aug.noise`). Scoring: PSNR / SSIM (:mod:`naflow_aug.metrics`) of the
 denoised image, clamped to [0, 1] and rounded to 8 bits as the official test script does, on SIDD
 validation blocks (per camera and overall) or on any list of pairs.
 

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from naflow_aug.images import to_float
+
 Batch = tuple[torch.Tensor, torch.Tensor]  # (noisy, clean), each (B, 3, h, w) float in [0, 1]
 # (name, group, noisy, clean): noisy/clean (B, 3, H, W) or (3, H, W), float in [0, 1] or uint8 HWC
 Pair = tuple[str, str, Any, Any]
@@ -26,7 +28,7 @@ def to_image(x: Any) -> torch.Tensor:
 
 def _to_float(x: torch.Tensor) -> torch.Tensor:
     if x.dtype == torch.uint8:
-        return x.float().div_(255.0)
+        return to_float(x)
     if not x.is_floating_point():
         raise TypeError(f"expected uint8 or float images, got {x.dtype}")
     return x.float()
@@ -59,7 +61,7 @@ def to_batch(x: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     if isinstance(x, torch.Tensor) and x.ndim == 4:
         if x.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W), got {tuple(x.shape)}")
-        return x.to(dtype).div(255.0) if x.dtype == torch.uint8 else x.to(dtype)
+        return to_float(x, dtype) if x.dtype == torch.uint8 else x.to(dtype)
     if (isinstance(x, torch.Tensor) and x.dtype == torch.uint8) or (
         isinstance(x, np.ndarray) and x.dtype == np.uint8
     ):

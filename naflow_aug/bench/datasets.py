@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 from naflow_aug.bench.batches import Pair
 from naflow_aug.data.folders import iter_images, scan_paired_folders
 from naflow_aug.data.images import IMAGE_SUFFIXES, read_image
-from naflow_aug.data.sidd import load_split, scan_sidd_medium
+from naflow_aug.data.pairs import load_split, split_pairs
+from naflow_aug.data.sidd import scan_sidd_medium
 
 
 class CleanFolder:
@@ -80,13 +81,13 @@ def sidd_split_data(
     missing = sorted(set(train_ids) - {p.instance for p in pairs})
     if missing:
         raise ValueError(f"split {split}: training instances {missing} are not in {root}")
-    train = SiddPairsInMemory([p for p in pairs if p.instance in set(train_ids)], progress=progress)
-    held = [p for p in pairs if p.instance in set(val_ids)]
+    train_pairs, held = split_pairs(pairs, (train_ids, val_ids))
+    train = SiddPairsInMemory(train_pairs, progress=progress)
     if not held:
         raise ValueError(f"none of the split's validation instances {val_ids} is in {root}")
 
     def held_out() -> Iterator[Pair]:
-        return load_pairs((f"{p.folder}/{p.shot}", p.phone, p.noisy_path, p.clean_path) for p in held)
+        return load_pairs((p.name, p.sidd.phone, p.noisy_path, p.clean_path) for p in held)
 
     return train, held_out
 
@@ -103,7 +104,7 @@ def paired_folder_pairs(folder: str | os.PathLike) -> list[tuple[str, str, Path,
         records = scan_paired_folders(manifest=folder)
     else:
         records = scan_paired_folders(folder)
-    return [(Path(r.noisy_path).stem, r.cls, Path(r.noisy_path), Path(r.clean_path)) for r in records]
+    return [(r.name, r.cls, Path(r.noisy_path), Path(r.clean_path)) for r in records]
 
 
 def load_pairs(pairs: Iterable[tuple[str, str, Any, Any]]) -> Iterator[Pair]:

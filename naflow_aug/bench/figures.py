@@ -10,18 +10,17 @@ import numpy as np
 import torch
 
 from naflow_aug.bench.sources import slug
+from naflow_aug.images import round_half_up
 from naflow_aug.runs import RunDir
-
-
-def _to_uint8_hwc(x: torch.Tensor) -> np.ndarray:
-    return x.clamp(0, 1).mul(255).add(0.5).floor().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 def save_strip(example: Sequence[torch.Tensor], path: Path) -> None:
     """(noisy, denoised, clean) crops, each (3, h, w) float in [0, 1], side by side into one PNG."""
     from PIL import Image
 
-    strip = np.concatenate([_to_uint8_hwc(x) for x in example], axis=1)
+    strip = np.concatenate(
+        [round_half_up(x).to(torch.uint8).permute(1, 2, 0).cpu().numpy() for x in example], axis=1
+    )
     Image.fromarray(strip).save(path)
 
 

@@ -11,16 +11,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from naflow_aug.baselines import Baselines
 from naflow_aug.bench.batches import Pair
 from naflow_aug.bench.datasets import CleanFolder, load_pairs, paired_folder_pairs, sidd_split_data
 from naflow_aug.bench.distributed import init_distributed
 from naflow_aug.bench.presets import BenchPreset, load_preset
 from naflow_aug.bench.runner import run_benchmark
 from naflow_aug.bench.sources import TrainSource, fit_dataset_baselines, hdf5_batches, noise_sources
-from naflow_aug.bench.spellings import any_fitted_baseline
 from naflow_aug.data.sidd import looks_like_sidd_medium
 from naflow_aug.denoisers.dncnn import load_dncnn
+from naflow_aug.noise.baselines import Baselines
+from naflow_aug.noise.registry import parse_noise_spec
 from naflow_aug.runs import RunDir
 
 Evaluation = Callable[[], Iterator[Pair]]
@@ -127,11 +127,12 @@ def _clean_sources(
         raise ValueError(f"--split needs a SIDD-Medium-layout folder; {root} is a plain image folder")
     else:
         dataset = CleanFolder(root)
+    specs = [parse_noise_spec(n) for n in noise]
     fitted = Baselines.load(baselines) if baselines is not None else None
-    if fitted is None and any_fitted_baseline(noise):
+    if fitted is None and any(spec.info.fitted for spec in specs):
         fitted = fit_dataset_baselines(dataset, progress=progress)
         fitted.save(run.path / "baselines.json")
-    sources = noise_sources(list(noise), dataset, preset, model=model, baselines=fitted, device=device)
+    sources = noise_sources(specs, dataset, preset, model=model, baselines=fitted, device=device)
     return sources, evaluation
 
 

@@ -17,6 +17,7 @@ from naflow_aug import metrics
 from naflow_aug.bench.batches import Pair, to_batch
 from naflow_aug.bench.presets import BenchPreset
 from naflow_aug.data.sidd_blocks import SiddValidation
+from naflow_aug.images import round_half_up_exact
 
 
 @torch.no_grad()
@@ -46,7 +47,7 @@ def denoise(
 
 def quantize_float(x: torch.Tensor) -> torch.Tensor:
     """[0, 1] float -> float64 multiples of 1/255: clamp, then round half up of x*255."""
-    return x.double().clamp(0, 1).mul(255.0).add(0.5).floor().div(255.0)
+    return round_half_up_exact(x).div(255.0)
 
 
 def _summary(values: Sequence[float]) -> float:

@@ -13,12 +13,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from naflow_aug.baselines import fit_baselines
 from naflow_aug.bench.batches import Batch, PatchBatches, to_image
 from naflow_aug.bench.presets import BenchPreset
-from naflow_aug.bench.spellings import FITTED_BASELINE_KINDS
 from naflow_aug.data.hdf5 import HDF5PairDataset
-from naflow_aug.sampling import make_noise_source, parse_noise_spec
+from naflow_aug.noise.baselines import fit_baselines
+from naflow_aug.noise.registry import NoiseSpec, make_noise_source, parse_noise_spec
 
 
 @dataclass
@@ -64,7 +63,7 @@ def fit_dataset_baselines(dataset: Any, *, progress: bool = False) -> Any:
 
 
 def noise_sources(
-    specs: Sequence[str],
+    specs: Sequence[str | NoiseSpec],
     dataset: Any,
     preset: BenchPreset,
     *,
@@ -82,13 +81,13 @@ def noise_sources(
 
     out = []
     for spec in specs:
-        kind, arg = parse_noise_spec(spec)
-        if kind in FITTED_BASELINE_KINDS and arg is None and baselines is None:
+        parsed = parse_noise_spec(spec)
+        if parsed.needs_fitted_baselines and baselines is None:
             baselines = fit_dataset_baselines(dataset, progress=progress)
-        source = make_noise_source(spec, model, baselines=baselines, device=device)
+        source = make_noise_source(parsed, model, baselines=baselines, device=device)
         batches = PatchBatches(
             dataset, patch_size=preset.patch_size, batch_size=preset.batch_size, noise=source, device=device
         )
-        out.append(TrainSource(spec, batches, describe=repr(source)))
+        out.append(TrainSource(str(spec), batches, describe=repr(source)))
     return out
 

@@ -15,10 +15,9 @@ parts, so a part's bytes do not depend on which run or process made it. A killed
 module             what it holds
 =================  ==========================================================================
 ``config``         :class:`GenerateConfig`
-``sources``        :class:`SourceImage`, :func:`scan_source`: the images of a source
 ``plan``           :class:`Plan`, :func:`make_plan`: the deterministic work list
 ``noise``          :class:`NoiseFunction`, :class:`SourceNoise`, :func:`load_noise`
-``batches``        crops read in threads, per-sample metadata, pixel conversions
+``batches``        crops read in threads, per-sample metadata
 ``parts``          the compute loop and the writer thread that commits part files
 ``resume``         existing outputs, ``plan.json`` agreement between ranks and runs, parts left
 ``job``            :func:`generate`, :class:`GenerateResult`
@@ -31,13 +30,13 @@ Seeds come from :mod:`naflow_aug.runtime.seeding`, the process group from
 
 from __future__ import annotations
 
+from naflow_aug.data.sources import scan_source
 from naflow_aug.generate.batches import _read_rows as _read_rows  # benchmarks/bench_generate.py
 from naflow_aug.generate.config import GenerateConfig, SourceKind
 from naflow_aug.generate.job import GenerateResult, generate
 from naflow_aug.generate.job import _dist_setup as _dist_setup  # the process-group test pins its backend
 from naflow_aug.generate.noise import NoiseFunction, SourceNoise, load_noise
 from naflow_aug.generate.plan import Plan, make_plan
-from naflow_aug.generate.sources import SourceImage, scan_source
 from naflow_aug.generate.verification import VerifyReport, verify
 from naflow_aug.runtime.seeding import sample_seeds
 
@@ -46,7 +45,6 @@ __all__ = [
     "GenerateResult",
     "NoiseFunction",
     "Plan",
-    "SourceImage",
     "SourceKind",
     "SourceNoise",
     "VerifyReport",

@@ -1,5 +1,5 @@
 """A plan's batches: crops read from the source images (decoded a few at a time in threads, a reader
-thread ahead of the compute), with each sample's metadata, and the pixel conversions around the noise."""
+thread ahead of the compute), with each sample's metadata."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from naflow_aug.data.images import read_image
-from naflow_aug.generate.plan import Plan
-from naflow_aug.generate.sources import SourceImage, _relative
+from naflow_aug.data.pairs import UNLABELLED, Pair
+from naflow_aug.generate.plan import Plan, _relative
+from naflow_aug.images import to_float
 from naflow_aug.runtime.seeding import sample_seeds
 
 
@@ -37,8 +38,8 @@ def _crop(image: np.ndarray, top: int, left: int, c: int) -> np.ndarray:
 _DECODE_THREADS = max(1, min(4, (os.cpu_count() or 1) // 2))
 
 
-def _load_pair(rec: SourceImage, with_reference: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    return read_image(rec.clean), (read_image(rec.noisy) if with_reference else None)
+def _load_pair(rec: Pair, with_reference: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    return read_image(rec.clean_path), (read_image(rec.noisy_path) if with_reference else None)
 
 
 def _read_rows(
@@ -119,10 +120,10 @@ def _batches_with(
                     ],
                     axis=1,
                 ).astype(np.int32),
-                "source": [_relative(r.clean, plan.root) for r in recs],
-                "reference": [_relative(r.noisy, plan.root) if with_reference else "" for r in recs],
+                "source": [_relative(r.clean_path, plan.root) for r in recs],
+                "reference": [_relative(r.noisy_path, plan.root) if with_reference else "" for r in recs],
                 "noise": [mode] * len(idx),
-                "label": [r.label or "" for r in recs],
+                "label": ["" if r.cls == UNLABELLED else r.cls for r in recs],
             }
             yield _Batch(p, b0 - start, idx, clean, reference, meta)
 
@@ -163,10 +164,5 @@ def _prefetch(iterator: Iterator[Any], maxsize: int) -> Iterator[Any]:
         thread.join(timeout=5)
 
 
-def _to_uint8_hwc(x: torch.Tensor) -> np.ndarray:
-    return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 def _to_float_bchw(x: np.ndarray, device: torch.device) -> torch.Tensor:
-    t = torch.from_numpy(x).to(device, non_blocking=True)
-    return t.permute(0, 3, 1, 2).float().div_(255.0)
+    return to_float(torch.from_numpy(x).to(device, non_blocking=True).permute(0, 3, 1, 2))

@@ -24,6 +24,7 @@ from naflow_aug.generate.noise import NoiseFunction, load_noise
 from naflow_aug.generate.parts import _run_parts
 from naflow_aug.generate.plan import Plan, make_plan
 from naflow_aug.generate.resume import agree_on_plan, finished_output, parts_to_make
+from naflow_aug.noise.registry import parse_noise_spec
 from naflow_aug.noise_inputs import record_inputs
 from naflow_aug.output_lock import output_lock
 from naflow_aug.runtime.distributed import DistContext, rank_device, setup_distributed
@@ -101,11 +102,12 @@ def _generate(config: GenerateConfig, ctx: DistContext, noise_fn: NoiseFunction 
 
         inputs: dict[str, Any] = {}  # a given noise_fn: its maker vouches for it (and passes model_sha)
         if noise_fn is None:
-            noise_fn, sha = load_noise(config.model, config.noise, rank_device(config.device, ctx))
+            noise = parse_noise_spec(config.noise)
+            noise_fn, sha = load_noise(config.model, noise, rank_device(config.device, ctx))
             model_sha = sha if model_sha is None else model_sha
-            inputs = record_inputs(config.noise, config.model, sha)
+            inputs = record_inputs(noise, config.model, sha)
         plan = make_plan(config)
-        if noise_fn.needs_reference and any(rec.noisy is None for rec in plan.images):
+        if noise_fn.needs_reference and any(rec.noisy_path is None for rec in plan.images):
             raise ValueError(
                 f"noise {config.noise!r} needs each crop's real noisy counterpart, but {config.source} is a "
                 "clean-only source; use random, config:<name> or profile:<file>"

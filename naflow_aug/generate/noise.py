@@ -1,5 +1,5 @@
 """Noise functions: what makes a batch's noise (:class:`NoiseFunction`), and any ``--noise`` spelling of
-``naflow_aug.sampling`` as one (:class:`SourceNoise`, :func:`load_noise`)."""
+``naflow_aug.noise`` as one (:class:`SourceNoise`, :func:`load_noise`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any, Protocol
 import torch
 
 from naflow_aug.checkpoints import load
-from naflow_aug.sampling import MODEL_KINDS, BaselineSource, make_noise_source, parse_noise_spec
+from naflow_aug.noise.baseline_sources import BaselineSource
+from naflow_aug.noise.registry import NoiseSpec, make_noise_source, parse_noise_spec
 
 
 class NoiseFunction(Protocol):
@@ -32,7 +33,7 @@ class NoiseFunction(Protocol):
 
 
 class SourceNoise:
-    """A noise source of ``naflow_aug.sampling`` (any ``--noise`` spelling) as a noise function.
+    """A noise source of ``naflow_aug.noise`` (any ``--noise`` spelling) as a noise function.
 
     Model sources record their mixture weights over the model's classes; baselines that pick a
     configuration record it one-hot; sources without classes (``gaussian:<sigma>``, ``real``, the
@@ -52,7 +53,7 @@ class SourceNoise:
         if self._use_labels and labels is not None and any(label is None for label in labels):
             labels = None
         noisy, params = self.source(
-            clean, reference=reference, labels=labels if self._use_labels else None, seeds=seeds
+            clean, reference=reference, configs=labels if self._use_labels else None, seeds=seeds
         )
         if params.weights is not None:
             weights = params.weights
@@ -64,12 +65,14 @@ class SourceNoise:
         return noisy, weights
 
 
-def load_noise(model: str, noise: str, device: str | torch.device | None) -> tuple[SourceNoise, str]:
+def load_noise(
+    model: str, noise: str | NoiseSpec, device: str | torch.device | None
+) -> tuple[SourceNoise, str]:
     """The noise function for ``noise`` (loading ``model``, a bundled name or a checkpoint path, when the
     source needs one) and the model checkpoint's SHA-256 ("" for sources without a model)."""
-    kind, _ = parse_noise_spec(noise)
-    if kind not in MODEL_KINDS:
-        return SourceNoise(make_noise_source(noise, device=device)), ""
+    spec = parse_noise_spec(noise)
+    if not spec.needs_model:
+        return SourceNoise(make_noise_source(spec, device=device)), ""
     loaded = load(model, device=device)
-    source = make_noise_source(noise, loaded, device=device)
+    source = make_noise_source(spec, loaded, device=device)
     return SourceNoise(source), str(getattr(loaded, "checkpoint_sha256", ""))

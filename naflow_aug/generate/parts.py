@@ -14,10 +14,11 @@ import torch
 from tqdm.auto import tqdm
 
 from naflow_aug.data import hdf5
-from naflow_aug.generate.batches import _batches, _prefetch, _to_float_bchw, _to_uint8_hwc
+from naflow_aug.generate.batches import _batches, _prefetch, _to_float_bchw
 from naflow_aug.generate.config import GenerateConfig
 from naflow_aug.generate.noise import NoiseFunction
 from naflow_aug.generate.plan import Plan
+from naflow_aug.images import samples_to_hwc
 
 
 class _Writer(threading.Thread):
@@ -120,7 +121,7 @@ def _run_parts(
             if not bool(torch.isfinite(noisy).all()):  # would be written as black images
                 raise ValueError(f"the noise model made NaN/Inf samples (batch at sample {batch.indices[0]})")
             batch.meta["weights"] = weights.detach().float().cpu().numpy()
-            writer.put((batch, _to_uint8_hwc(noisy)))
+            writer.put((batch, samples_to_hwc(noisy)))
             done += len(batch.indices)
             bar.update(len(batch.indices))
         writer.finish()

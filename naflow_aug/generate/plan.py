@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from naflow_aug.data.images import image_size
+from naflow_aug.data.pairs import Pair
+from naflow_aug.data.sources import scan_source
 from naflow_aug.generate.config import GenerateConfig
-from naflow_aug.generate.sources import SourceImage, _relative, scan_source
 from naflow_aug.runtime.seeding import numpy_generator
 
 
@@ -19,7 +21,7 @@ class Plan:
     """The deterministic work list: sample ``i`` is crop (``top[i]``, ``left[i]``) of image ``image[i]``."""
 
     root: Path
-    images: list[SourceImage]
+    images: list[Pair]
     image: np.ndarray  # (N,) int32 index into images
     top: np.ndarray  # (N,) int32
     left: np.ndarray  # (N,) int32
@@ -42,8 +44,8 @@ class Plan:
     def digest(self) -> str:
         h = hashlib.sha256()
         for rec in self.images:
-            noisy = _relative(rec.noisy, self.root) if rec.noisy else ""
-            h.update(f"{_relative(rec.clean, self.root)}|{noisy}\n".encode())
+            noisy = _relative(rec.noisy_path, self.root) if rec.noisy_path else ""
+            h.update(f"{_relative(rec.clean_path, self.root)}|{noisy}\n".encode())
         for arr in (self.image, self.top, self.left):
             h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()
@@ -59,14 +61,15 @@ def make_plan(config: GenerateConfig) -> Plan:
     c, stride = config.crop, config.stride or config.crop
     image_ids, tops, lefts = [], [], []
     for j, rec in enumerate(images):
-        h, w = image_size(rec.clean)
-        if rec.noisy is not None and image_size(rec.noisy) != (h, w):
+        h, w = image_size(rec.clean_path)
+        if rec.noisy_path is not None and image_size(rec.noisy_path) != (h, w):
             raise ValueError(
-                f"{rec.noisy} is {image_size(rec.noisy)} but its clean image {rec.clean} is {(h, w)}"
+                f"{rec.noisy_path} is {image_size(rec.noisy_path)} but its clean image {rec.clean_path} is "
+                f"{(h, w)}"
             )
         if c > h or c > w:
             raise ValueError(
-                f"crop {c} is larger than image {rec.clean} ({h}x{w}); choose crop <= {min(h, w)}"
+                f"crop {c} is larger than image {rec.clean_path} ({h}x{w}); choose crop <= {min(h, w)}"
             )
         if config.crops == "grid":
             boxes = [(t, left) for t in range(0, h - c + 1, stride) for left in range(0, w - c + 1, stride)]
@@ -94,3 +97,7 @@ def make_plan(config: GenerateConfig) -> Plan:
         part_size=config.part_size,
         seed=config.seed,
     )
+
+
+def _relative(path: Path, root: Path) -> str:
+    return os.path.relpath(path, root)

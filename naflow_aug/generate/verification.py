@@ -14,8 +14,9 @@ import torch
 
 from naflow_aug.data import hdf5
 from naflow_aug.data.images import read_image
-from naflow_aug.generate.batches import _to_float_bchw, _to_uint8_hwc
+from naflow_aug.generate.batches import _to_float_bchw
 from naflow_aug.generate.noise import NoiseFunction, load_noise
+from naflow_aug.images import samples_to_hwc
 from naflow_aug.runtime.distributed import rank_device
 from naflow_aug.runtime.seeding import sample_seeds
 
@@ -161,4 +162,4 @@ def _remake(f: h5py.File, idx: np.ndarray, root: Path, noise_fn: NoiseFunction,
     if not bool(torch.isfinite(noisy).all()):
         problems.append(f"the regenerated noisy samples {idx.tolist()} hold NaN or Inf values")
         return None
-    return _to_uint8_hwc(noisy).astype(np.int16)
+    return samples_to_hwc(noisy).astype(np.int16)

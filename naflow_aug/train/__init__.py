@@ -45,7 +45,6 @@ from naflow_aug.train.config import (
 )
 from naflow_aug.train.job import train
 from naflow_aug.train.loop import NonFiniteLossError
-from naflow_aug.train.pairs import _Pair as _Pair  # naflow_aug.adapt
 from naflow_aug.train.pairs import _read_pair as _read_pair
 from naflow_aug.train.pairs import _scan_pairs as _scan_pairs
 from naflow_aug.train.pairs import _split_pairs as _split_pairs

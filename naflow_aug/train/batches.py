@@ -6,9 +6,10 @@ from __future__ import annotations
 import torch
 
 from naflow_aug.data.images import read_crop
+from naflow_aug.data.pairs import Pair
+from naflow_aug.images import to_float
 from naflow_aug.runtime.seeding import step_generator
 from naflow_aug.train.config import TrainConfig
-from naflow_aug.train.pairs import _Pair
 
 
 class _StepBatches(torch.utils.data.Dataset):
@@ -17,7 +18,7 @@ class _StepBatches(torch.utils.data.Dataset):
     A pure function of (seed, step, rank), so DataLoader workers and resumes see the same stream.
     """
 
-    def __init__(self, pairs: list[_Pair], class_ids: list[int], num_classes: int, config: TrainConfig,
+    def __init__(self, pairs: list[Pair], class_ids: list[int], num_classes: int, config: TrainConfig,
                  rank: int, images: list[tuple[torch.Tensor, torch.Tensor]] | None):
         self.pairs = pairs
         self.class_ids = class_ids
@@ -48,7 +49,7 @@ class _StepBatches(torch.utils.data.Dataset):
             pair = self.pairs[i]
             h, w = pair.height, pair.width
             if h < s or w < s:
-                raise ValueError(f"{pair.noisy} is {h}x{w}, smaller than crop_size {s}")
+                raise ValueError(f"{pair.noisy_path} is {h}x{w}, smaller than crop_size {s}")
             y = int(torch.randint(h - s + 1, (1,), generator=g))
             x = int(torch.randint(w - s + 1, (1,), generator=g))
             if self.images is not None:
@@ -56,14 +57,14 @@ class _StepBatches(torch.utils.data.Dataset):
                 n_crop, c_crop = n_img[:, y : y + s, x : x + s], c_img[:, y : y + s, x : x + s]
             else:  # only the window is read from a cache's arrays (a PNG is decoded whole)
                 n_crop, c_crop = (torch.from_numpy(read_crop(p, y, x, s, s)).permute(2, 0, 1)
-                                  for p in (pair.noisy, pair.clean))
+                                  for p in (pair.noisy_path, pair.clean_path))
             if c.augment:
                 t = int(torch.randint(8, (1,), generator=g))
                 n_crop, c_crop = _dihedral(n_crop, t), _dihedral(c_crop, t)
             noisy.append(n_crop)
             clean.append(c_crop)
-        noisy_t = torch.stack(noisy).float() / 255.0
-        clean_t = torch.stack(clean).float() / 255.0
+        noisy_t = to_float(torch.stack(noisy))
+        clean_t = to_float(torch.stack(clean))
         if c.dequantize:
             noisy_t = noisy_t + (torch.rand(noisy_t.shape, generator=g) - 0.5) / 256.0
         cond = clean_t

@@ -111,7 +111,7 @@ class TrainConfig:
 PRESETS: dict[str, TrainConfig] = {
     # The paper's protocol (GPU, full SIDD-Medium): 100k steps, 160x160 crops, batch 8, class-balanced.
     "paper": TrainConfig(preset="paper", num_workers=8),
-    # Minutes on 2 CPU cores (../shared/data/sidd-medium-mini or a simulated camera): 64x64 crops and
+    # Minutes on 2 CPU cores (sidd-medium-mini or a simulated camera): 64x64 crops and
     # the per-configuration means/stds at a 50x larger rate (measured the largest gain on CPU runs).
     "cpu": TrainConfig(
         preset="cpu",

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from naflow_aug.checkpoints import model_from_training_checkpoint, save_checkpoint
+from naflow_aug.data.pairs import Pair
 from naflow_aug.devices import check_device
 from naflow_aug.runtime.distributed import DistContext, rank_device, setup_distributed
 from naflow_aug.runtime.rundir import RunDir
@@ -21,7 +22,7 @@ from naflow_aug.train.batches import _StepBatches
 from naflow_aug.train.config import CHECKPOINT_NAME, MODEL_NAME, TrainConfig
 from naflow_aug.train.loop import Session, run_steps
 from naflow_aug.train.objective import _build_model, _Objective, _param_groups, _Schedule
-from naflow_aug.train.pairs import _Pair, _read_pair, _scan_pairs, _split_pairs
+from naflow_aug.train.pairs import _read_pair, _scan_pairs, _split_pairs
 from naflow_aug.train.prior_refit import refit_prior
 from naflow_aug.train.state import TrainProgress, model_extra, read_resume_state, restore
 from naflow_aug.train.validation import _make_val_set
@@ -95,7 +96,7 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
 
     class_index = {c: i for i, c in enumerate(classes)}
     images = [_read_pair(p) for p in train_pairs] if config.preload else None
-    batches = _StepBatches(train_pairs, [class_index[p.label] for p in train_pairs], len(classes), config,
+    batches = _StepBatches(train_pairs, [class_index[p.cls] for p in train_pairs], len(classes), config,
                            ddp.rank, images)  # fmt: skip
     loader = torch.utils.data.DataLoader(
         batches,
@@ -134,20 +135,20 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
 
 
 def _model_and_pairs(config: TrainConfig, state: dict[str, Any] | None, ckpt_path: Path,
-                     train_pairs: list[_Pair]) -> tuple[nn.Module, list[_Pair]]:
+                     train_pairs: list[Pair]) -> tuple[nn.Module, list[Pair]]:
     """The model (from the checkpoint, else built from the seed) and the training pairs of its classes."""
     if state is not None:
         model = model_from_training_checkpoint(state, str(ckpt_path))
     else:
         # The initial weights are a function of the seed; torch's global RNG is left as it was.
-        labels = sorted({p.label for p in train_pairs})
+        labels = sorted({p.cls for p in train_pairs})
         model = build_seeded(lambda: _build_model(config, labels), config.seed)
     classes = list(model.classes)
     known = set(classes)
-    dropped = sorted({p.label for p in train_pairs} - known)
+    dropped = sorted({p.cls for p in train_pairs} - known)
     if dropped:
         logger.warning("training pairs of classes the model does not have are left out: %s", dropped)
-        train_pairs = [p for p in train_pairs if p.label in known]
+        train_pairs = [p for p in train_pairs if p.cls in known]
     if not train_pairs:
         raise ValueError(f"none of the training pairs' classes is one of the model's {classes}")
     return model, train_pairs
@@ -169,7 +170,7 @@ def _objective(model: nn.Module, batches: _StepBatches, ddp: DistContext, device
     return objective
 
 
-def _finish(s: Session, results: dict[str, Any], train_pairs: Sequence[_Pair], ddp: DistContext, *,
+def _finish(s: Session, results: dict[str, Any], train_pairs: Sequence[Pair], ddp: DistContext, *,
             progress: bool) -> None:
     """After the last step: the optional prior refit, the final validation, the saved model and results."""
     config, run = s.config, s.run
@@ -178,7 +179,7 @@ def _finish(s: Session, results: dict[str, Any], train_pairs: Sequence[_Pair], d
         if run is not None:  # the trained state, before the refit: a longer resume continues it
             s.save(config.steps, s.progress.elapsed)
         t = time.perf_counter()
-        refit = refit_prior(s.model, ((*_read_pair(p), p.label) for p in train_pairs),
+        refit = refit_prior(s.model, ((*_read_pair(p), p.cls) for p in train_pairs),
                             max_size=config.refit_max_size, progress=progress)  # fmt: skip
         refit["seconds"] = time.perf_counter() - t
         logger.info("refit the Gaussians of %d configurations on %d training pairs (%.0f s)",

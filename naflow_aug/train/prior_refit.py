@@ -10,6 +10,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from naflow_aug.evaluate import trim_to_multiple
+from naflow_aug.images import to_float
 
 
 @torch.no_grad()
@@ -49,7 +50,7 @@ def refit_prior(model: nn.Module, pairs: Iterable[tuple[torch.Tensor, torch.Tens
                 continue
             images = []
             for x in (noisy, clean):
-                x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+                x = to_float(x) if x.dtype == torch.uint8 else x
                 images.append(trim_to_multiple(x, model.size_multiple, max_size)[None].to(device, dtype))
             z, _ = model.encode(*images)
             flat = z[0].flatten(1).double().cpu()  # (C, positions)

@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from naflow_aug import metrics
+from naflow_aug.data.pairs import Pair
+from naflow_aug.images import to_float
 from naflow_aug.train.config import TrainConfig
-from naflow_aug.train.pairs import _Pair, _read_pair
+from naflow_aug.train.pairs import _read_pair
 
 
 @dataclass
@@ -22,7 +24,7 @@ class _ValSet:
     names: list[str]
 
 
-def _make_val_set(pairs: list[_Pair], classes: Sequence[str], config: TrainConfig) -> _ValSet:
+def _make_val_set(pairs: list[Pair], classes: Sequence[str], config: TrainConfig) -> _ValSet:
     index = {c: i for i, c in enumerate(classes)}
     chosen = pairs[: config.val_max_pairs] if config.val_max_pairs else pairs
     out = _ValSet([], [], [], [])
@@ -34,10 +36,10 @@ def _make_val_set(pairs: list[_Pair], classes: Sequence[str], config: TrainConfi
         else:
             th, tw = h - h % 8, w - w % 8
         y, x = (h - th) // 2, (w - tw) // 2
-        out.noisy.append(noisy[None, :, y : y + th, x : x + tw].float() / 255.0)
-        out.clean.append(clean[None, :, y : y + th, x : x + tw].float() / 255.0)
-        out.labels.append(index.get(pair.label, -1))
-        out.names.append(f"{pair.instance}:{pair.noisy.name}")
+        out.noisy.append(to_float(noisy[None, :, y : y + th, x : x + tw]))
+        out.clean.append(to_float(clean[None, :, y : y + th, x : x + tw]))
+        out.labels.append(index.get(pair.cls, -1))
+        out.names.append(f"{pair.instance}:{pair.noisy_path.name}")
     return out
 
 
