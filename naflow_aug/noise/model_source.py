@@ -10,10 +10,10 @@ import torch
 
 from naflow_aug import tiling
 from naflow_aug.checkpoints import available_models, load
-from naflow_aug.flow.model import draw_item_noise
-from naflow_aug.flow.noise_level import check_level, match_noise_level, noise_std
+from naflow_aug.flow import nas
+from naflow_aug.flow.noise_level import check_level, noise_std
 from naflow_aug.noise.params import NoiseParams
-from naflow_aug.noise.source import NoiseSource, _fill_labels, _pick_configs
+from naflow_aug.noise.source import NoiseSource, _check_reference, _fill_labels, _pick_configs, check_images
 
 MODEL_KINDS = ("random", "config", "weights", "nas", "profile")
 
@@ -53,16 +53,20 @@ class ModelSource(NoiseSource):
         # NAS only: scale the sample's noise to the reference's level (naflow_aug.flow.noise_level)
         self.noise_level = check_level(noise_level)
 
-    def _device(self) -> torch.device:
-        return next(self.model.parameters()).device
+    def _batch(self, clean: torch.Tensor) -> nas.CleanBatch:
+        """``clean`` on the model's device and dtype, padded and tiled for its sampling engine (a frozen
+        NAFlow's fast path, as NAFlow.sample uses)."""
+        param = next(self.model.parameters())
+        return nas.CleanBatch(self.model.sampling_engine(), clean.to(param.device, param.dtype),
+                              tile_size=self.tile_size, overlap=self.overlap)  # fmt: skip
 
-    def _flow(self) -> Any:
-        """What encodes and decodes: a frozen NAFlow's fast path (as NAFlow.sample uses), else the model."""
-        from naflow_aug.flow.fast import inference_view
+    def _draw_and_apply(self, clean, reference, labels, seeds) -> tuple[torch.Tensor, NoiseParams]:
+        # NAS encodes the reference and decodes the sample with one computation of the clean features
+        batch = self._batch(clean)
+        params = self._draw(clean, reference, labels, seeds, batch)
+        return self._apply(clean, params, reference, batch), params
 
-        return inference_view(self.model)
-
-    def _draw(self, clean, reference, labels, seeds) -> NoiseParams:
+    def _draw(self, clean, reference, labels, seeds, batch: nas.CleanBatch | None = None) -> NoiseParams:
         k = len(self.classes)
         configs = None
         if self.kind == "random":
@@ -77,7 +81,7 @@ class ModelSource(NoiseSource):
             weights[torch.arange(len(seeds)), [self.classes.index(c) for c in configs]] = 1.0
         level = None
         if self.kind == "nas":
-            weights = self._nas_weights(clean, reference)
+            weights = self._nas_weights(clean, reference, batch)
             if self.noise_level == "reference":
                 # the level travels with the weights: one device -> host copy per batch
                 dev = weights.device
@@ -95,47 +99,39 @@ class ModelSource(NoiseSource):
 
     def nas_weights(self, clean: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """(B, K) NAS posterior of each (clean, reference) pair, computed once per image (tiled if large)."""
+        clean = check_images(clean)
+        reference = _check_reference(reference, clean, self.spec)
         # inference tensors cannot enter autograd later: clone outside inference mode
         return self._nas_weights(clean, reference).cpu().clone()
 
     @torch.inference_mode()
-    def _nas_weights(self, clean: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        """(B, K) float32 on the model's device."""
-        device, dtype = self._device(), next(self.model.parameters()).dtype
-        m = self.model.size_multiple
-        clean_p, _ = tiling.pad_to_multiple(clean.to(device, dtype), m)
-        ref_p, _ = tiling.pad_to_multiple(reference.to(device, dtype), m)
-        z = tiling.encode_tiled(self._flow(), ref_p, clean_p, tile_size=self.tile_size, overlap=self.overlap)
-        return self.model.posterior(z, temperature=self.temperature, top_k=self.top_k).float()
+    def _nas_weights(self, clean, reference, batch: nas.CleanBatch | None = None) -> torch.Tensor:
+        """(B, K) float32 on the model's device; inputs checked by the caller."""
+        batch = self._batch(clean) if batch is None else batch
+        reference = reference.to(batch.padded.device, batch.padded.dtype)
+        return nas.posterior_weights(batch, reference, self.temperature, self.top_k).float()
 
-    def _apply(self, clean, params, reference) -> torch.Tensor:
+    def _apply(self, clean, params, reference, batch: nas.CleanBatch | None = None) -> torch.Tensor:
         # the output may feed a denoiser under training: make it a normal tensor, not an inference one
-        return self._decode_noise(clean, params).clone()
+        return self._decode_noise(clean, params, batch).clone()
 
     @torch.inference_mode()
-    def _decode_noise(self, clean: torch.Tensor, params: NoiseParams) -> torch.Tensor:
+    def _decode_noise(self, clean, params: NoiseParams, batch: nas.CleanBatch | None = None) -> torch.Tensor:
         if params.classes != self.classes:
             raise ValueError(
                 f"params were drawn for classes {list(params.classes or [])}, "
                 f"this model has {list(self.classes)}"
             )
-        device, dtype = self._device(), next(self.model.parameters()).dtype
-        m, cuda = self.model.size_multiple, device.type == "cuda"
-        clean_p, size = tiling.pad_to_multiple(clean.to(device, dtype), m)
-        mean, std = self.model.mix(params.weights.to(device, dtype))
-        h, w = clean_p.shape[-2] // m, clean_p.shape[-1] // m
-        # each item's pick, used or not, then its eps (NAFlow.sample's contract); pinned on a GPU: async copy
-        eps = draw_item_noise(params.seeds, len(self.classes), (mean.shape[1], h, w), pin_memory=cuda)[1]
-        eps = eps.to(device, dtype, non_blocking=True)
-        if std.dim() == 3:  # full covariance: std is a matrix square root per item
-            z = mean[:, :, None, None] + torch.einsum("bij,bjhw->bihw", std, eps)
-        else:
-            z = mean[:, :, None, None] + std[:, :, None, None] * eps
-        noisy = tiling.decode_tiled(self._flow(), z, clean_p, tile_size=self.tile_size, overlap=self.overlap)
-        noisy = tiling.crop_to(noisy, size).clamp_(0.0, 1.0)
+        batch = self._batch(clean) if batch is None else batch
+        weights = nas.check_weights(batch.engine.prior, params.weights, clean.shape[0])
+        # each item's pick, used or not, then its eps (the randomness contract); pinned on a GPU: async copy
+        cuda = batch.padded.device.type == "cuda"
+        eps = nas.draw_item_noise(params.seeds, len(self.classes), batch.latent_shape, pin_memory=cuda)[1]
+        noisy = nas.decode_mixture(batch, weights, eps)
         if params.noise_std is not None:
-            noisy = match_noise_level(noisy, tiling.crop_to(clean_p, size), params.noise_std.to(device))
+            noisy = nas.at_noise_level(noisy, batch.clean, params.noise_std)[0]
         return noisy.to(clean.device, clean.dtype)
+
 
 
 def resolve_model(model: Any, device: str | torch.device | None = None) -> Any:

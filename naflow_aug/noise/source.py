@@ -17,19 +17,10 @@ from typing import Any
 
 import torch
 
-from naflow_aug.flow.seeds import as_seeds, check_seed
+from naflow_aug.flow.seeds import as_seeds, check_seed, draw_seeds
 from naflow_aug.noise.params import NoiseParams
 
-_SEED_HIGH = 2**63 - 1
-
-
 # ------------------------------------------------------------------------------------------- randomness
-
-
-def draw_seeds(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(n,) int64 non-negative seeds from ``generator`` (None: torch's default generator)."""
-    device = generator.device if generator is not None else "cpu"
-    return torch.randint(0, _SEED_HIGH, (n,), generator=generator, dtype=torch.int64, device=device).cpu()
 
 
 def item_generator(seed: int | torch.Tensor) -> torch.Generator:
@@ -119,8 +110,12 @@ class NoiseSource:
             seeds = draw_seeds(n, generator)
         else:
             seeds = as_seeds(seeds, n)
-        params = self._draw(clean, ref, self._config_names(configs, n), seeds)
-        return self._apply(clean, params, ref), params
+        return self._draw_and_apply(clean, ref, self._config_names(configs, n), seeds)
+
+    def _draw_and_apply(self, clean, reference, configs, seeds) -> tuple[torch.Tensor, NoiseParams]:
+        """``_draw``, then ``_apply`` what it drew; a source whose two halves share work overrides it."""
+        params = self._draw(clean, reference, configs, seeds)
+        return self._apply(clean, params, reference), params
 
     def replay(
         self, clean: torch.Tensor, params: NoiseParams, *, reference: torch.Tensor | None = None
