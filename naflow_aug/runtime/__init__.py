@@ -6,6 +6,7 @@ module                        what it holds
 ``runtime.distributed``       torchrun set-up/teardown: :class:`DistContext` (rank, world, local rank,
                               ``main``, ``barrier()``, ``all_min_()``, ``teardown()``),
                               :func:`setup_distributed`, :func:`process_group`, :func:`rank_device`,
+                              :func:`current_context`, :func:`init_distributed`,
                               :func:`backend_for`
 ``runtime.seeding``           job-level seed derivations: :func:`sample_seeds`, :func:`derive_seed`,
                               :func:`numpy_generator`, :func:`step_generator`, :func:`epoch_generator`,
@@ -26,6 +27,8 @@ from naflow_aug.runtime.configs import config_from_dict, config_to_dict, dumps_t
 from naflow_aug.runtime.distributed import (
     DistContext,
     backend_for,
+    current_context,
+    init_distributed,
     process_group,
     rank_device,
     setup_distributed,
@@ -63,9 +66,11 @@ __all__ = [
     "check_writable",
     "config_from_dict",
     "config_to_dict",
+    "current_context",
     "derive_seed",
     "dumps_toml",
     "epoch_generator",
+    "init_distributed",
     "numpy_generator",
     "process_group",
     "rank_device",

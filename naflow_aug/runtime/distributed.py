@@ -123,6 +123,27 @@ def process_group(
         ctx.teardown()
 
 
+def current_context() -> DistContext:
+    """This process's place in the group that is joined now (one process when none is)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistContext(dist.get_rank(), dist.get_world_size(), env_local_rank(), owns_group=False)
+    return DistContext()
+
+
+def init_distributed(device: str | torch.device | None = None) -> torch.device:
+    """Join torchrun's group when launched under it and return this rank's device, made current.
+
+    ``None`` means ``auto`` (:func:`rank_device`). The group stays joined for the life of the process:
+    for jobs whose ranks meet again and again (the bench, between its sources).
+    """
+    ctx = setup_distributed(device)
+    resolved = rank_device("auto" if device is None else device, ctx)
+    assert resolved is not None
+    if resolved.type == "cuda":
+        torch.cuda.set_device(resolved)
+    return resolved
+
+
 def rank_device(device: str | torch.device | None, ctx: DistContext | None = None) -> torch.device | None:
     """The device this rank computes on: ``auto`` is ``cuda:LOCAL_RANK`` when CUDA is available, else the
     CPU; ``cuda`` without an index is ``cuda:LOCAL_RANK``; an explicit index is kept; None stays None."""
