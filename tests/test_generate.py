@@ -419,7 +419,7 @@ def test_crops_are_read_with_few_images_held(sim, tmp_path, monkeypatch):
         decoded.append(path)
         return read_image(path)
 
-    monkeypatch.setattr(gen, "read_image", counting_read)
+    monkeypatch.setattr(gen.batches, "read_image", counting_read)
     cache: dict = {}
     rows = []
     with ThreadPoolExecutor(2) as pool:

@@ -112,7 +112,7 @@ def test_resume_equals_uninterrupted(data_dir: Path, tmp_path: Path) -> None:
 
 def test_nonfinite_steps_are_skipped_then_stop(data_dir: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    real = training._batch_loss
+    real = training.loop._batch_loss
     calls = {"n": 0}
 
     def sometimes_nan(objective, batch):
@@ -120,14 +120,14 @@ def test_nonfinite_steps_are_skipped_then_stop(data_dir: Path, tmp_path: Path,
         loss = real(objective, batch)
         return loss * float("nan") if calls["n"] in (3, 5) else loss
 
-    monkeypatch.setattr(training, "_batch_loss", sometimes_nan)
+    monkeypatch.setattr(training.loop, "_batch_loss", sometimes_nan)
     config = _config(data_dir, steps=8, val_every=0, max_nonfinite=2, val_max_pairs=1)
     results = training.train(config, tmp_path / "ok", progress=False)
     assert results["nonfinite_steps"] == 2
     state = torch.load(tmp_path / "ok" / "checkpoint.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
-    monkeypatch.setattr(training, "_batch_loss", lambda obj, batch: real(obj, batch) * float("inf"))
+    monkeypatch.setattr(training.loop, "_batch_loss", lambda obj, batch: real(obj, batch) * float("inf"))
     with pytest.raises(training.NonFiniteLossError, match="non-finite"):
         training.train(config, tmp_path / "bad", progress=False)
 

@@ -17,19 +17,10 @@ from typing import Any
 
 import torch
 
-from naflow_aug.flow.seeds import as_seeds, check_seed
+from naflow_aug.flow.seeds import as_seeds, check_seed, draw_seeds
 from naflow_aug.noise.params import NoiseParams
 
-_SEED_HIGH = 2**63 - 1
-
-
 # ------------------------------------------------------------------------------------------- randomness
-
-
-def draw_seeds(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(n,) int64 non-negative seeds from ``generator`` (None: torch's default generator)."""
-    device = generator.device if generator is not None else "cpu"
-    return torch.randint(0, _SEED_HIGH, (n,), generator=generator, dtype=torch.int64, device=device).cpu()
 
 
 def item_generator(seed: int | torch.Tensor) -> torch.Generator:
