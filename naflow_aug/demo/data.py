@@ -20,7 +20,7 @@ import torch
 from naflow_aug.data.pairs import Pair, select_instances
 from naflow_aug.demo.sizes import DemoSize
 from naflow_aug.images import round_nearest
-from naflow_aug.runs import atomic_write_json, atomic_write_text, dumps_toml
+from naflow_aug.runtime import atomic_write_json, atomic_write_text, dumps_toml
 
 log = logging.getLogger(__name__)
 

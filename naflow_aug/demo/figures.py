@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from naflow_aug.runs import RunDir
+from naflow_aug.runtime import RunDir
 
 __all__ = [
     "FIGURES",

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from naflow_aug.runs import atomic_write_text
+from naflow_aug.runtime import atomic_write_text
 
 __all__ = [
     "denoising_table",

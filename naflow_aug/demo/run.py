@@ -26,7 +26,7 @@ from naflow_aug.demo.stages import (
     train_naflow,
 )
 from naflow_aug.demo.workers import JobResult, Workers
-from naflow_aug.runs import atomic_write_json
+from naflow_aug.runtime import atomic_write_json
 
 log = logging.getLogger(__name__)
 

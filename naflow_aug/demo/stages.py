@@ -15,7 +15,7 @@ import torch
 
 from naflow_aug.demo.data import DemoData, spread
 from naflow_aug.demo.sizes import DemoSize
-from naflow_aug.runs import atomic_write_json
+from naflow_aug.runtime import atomic_write_json
 
 __all__ = [
     "aggregate_quality",
