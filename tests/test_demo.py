@@ -188,6 +188,16 @@ def test_every_number_carries_its_seed_spread_and_the_winner_sentence_matches(ru
     assert f"{w['paired']['mean']:+.2f} dB ahead of {ranked[1]['source']}" in sentence
     assert f"ahead in {ahead} of 2 seeds" in sentence
 
+    # the best synthetic noise: the ranking without real pairs, named in its own sentence
+    sw = den["synthetic_winner"]
+    synthetic = [r for r in ranked if r["source"] != "real pairs"]
+    assert sw["winner"]["source"] == synthetic[0]["source"]
+    assert sw["runner_up"]["source"] == synthetic[1]["source"]
+    assert sw["paired"]["mean"] == pytest.approx(synthetic[0]["psnr"] - synthetic[1]["psnr"], abs=1e-9)
+    named = winner_sentence(sw, "Best synthetic noise")
+    assert named.startswith(f"Best synthetic noise: {synthetic[0]['source']}.")
+    assert (named in md) == (sw["winner"]["source"] != w["winner"]["source"])
+
 
 def test_winner_sentence_says_when_the_interval_includes_zero():
     def row(name, psnr, std):

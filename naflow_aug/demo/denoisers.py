@@ -6,7 +6,8 @@ run side by side and the sources that do not need NAFlow train while NAFlow does
 each source's seeds are summarised (:func:`naflow_aug.bench.run_seeds`) and the sources joined into
 ``bench/results.json|md`` and ``bench/curves.png`` (:func:`naflow_aug.bench.combine_runs`): mean
 +- std over seeds per source and the paired per-image difference against the best parametric baseline.
-:func:`winner` names the noise whose denoiser scored best and its margin over the next one.
+:func:`winner` names the noise whose denoiser scored best and its margin over the next one (among all
+sources, or among the synthetic ones).
 """
 
 from __future__ import annotations
@@ -24,7 +25,16 @@ import numpy as np
 from naflow_aug.demo.data import prepare_data, read_pairs, spread, training_pairs
 from naflow_aug.demo.sizes import DemoSize
 
-__all__ = ["NAS_HDF5", "NOISY_INPUT", "BenchJob", "bench_sources", "combine", "run_bench_job", "winner"]
+__all__ = [
+    "NAS_HDF5",
+    "NOISY_INPUT",
+    "REAL",
+    "BenchJob",
+    "bench_sources",
+    "combine",
+    "run_bench_job",
+    "winner",
+]
 
 NOISY_INPUT = "noisy input"
 NAS_HDF5 = "NAFlow NAS (HDF5)"
@@ -156,9 +166,11 @@ def paired_difference(out: Path, a: str, b: str, seeds: Sequence[int]) -> dict[s
     return res
 
 
-def winner(out: Path, summary: Mapping[str, Any]) -> dict[str, Any]:
-    """The trained source with the best mean PSNR, the next one, and the paired difference between them."""
-    rows = [r for r in summary["rows"] if r["source"] != NOISY_INPUT and math.isfinite(r["psnr"])]
+def winner(out: Path, summary: Mapping[str, Any], exclude: Sequence[str] = ()) -> dict[str, Any]:
+    """The trained source with the best mean PSNR, the next one, and the paired difference between them;
+    ``exclude``: sources left out (e.g. real pairs, to name the best synthetic noise)."""
+    skip = {NOISY_INPUT, *exclude}
+    rows = [r for r in summary["rows"] if r["source"] not in skip and math.isfinite(r["psnr"])]
     ranked = sorted(rows, key=lambda r: -r["psnr"])
     if len(ranked) < 2:
         raise ValueError(f"need two trained sources to name a winner, got {[r['source'] for r in ranked]}")

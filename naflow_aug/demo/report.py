@@ -101,12 +101,13 @@ def paired_table(denoising: Mapping[str, Any]) -> Table:
     return head, rows
 
 
-def winner_sentence(w: Mapping[str, Any]) -> str:
-    """One sentence: the noise whose denoiser scored best, by how much, and whether the seeds agree."""
+def winner_sentence(w: Mapping[str, Any], label: str = "Winner") -> str:
+    """One sentence: the noise whose denoiser scored best, by how much, and whether the seeds agree
+    (``label``: its opening word, e.g. ``'Best synthetic noise'``)."""
     first, second, p = w["winner"], w["runner_up"], w["paired"]
     n = len(w["seeds"])
     text = (
-        f"Winner: {first['source']}. Its DnCNN scored {_pm(first['psnr'], first['psnr_std'], 2)} dB "
+        f"{label}: {first['source']}. Its DnCNN scored {_pm(first['psnr'], first['psnr_std'], 2)} dB "
         f"(mean ± std over {n} seeds), {p['mean']:+.2f} dB ahead of {second['source']} "
         f"({_pm(second['psnr'], second['psnr_std'], 2)} dB; paired 95% interval "
         f"[{p['lo']:+.2f}, {p['hi']:+.2f}] dB, ahead in {p['seeds_ahead']} of {n} seeds)"
@@ -201,6 +202,8 @@ def _denoising(results: Mapping[str, Any]) -> list[Block]:
         "on the fly; real pairs: the real noisy training images; noisy input: no denoiser."
     )
     out: list[Block] = [("h2", "Denoising", None), ("p", winner_sentence(den["winner"]), None)]
+    if den.get("synthetic_winner") and den["synthetic_winner"]["winner"] != den["winner"]["winner"]:
+        out.append(("p", winner_sentence(den["synthetic_winner"], "Best synthetic noise"), None))
     out += [("p", text, None), ("table", "denoising", denoising_table(den["rows"]))]
     if den.get("paired"):
         text = (

@@ -15,7 +15,15 @@ from typing import Any
 import torch
 
 from naflow_aug.demo.data import DemoData, prepare_data, read_pairs, training_pairs
-from naflow_aug.demo.denoisers import BenchJob, bench_sources, combine, run_bench_job, seed_dir, winner
+from naflow_aug.demo.denoisers import (
+    REAL,
+    BenchJob,
+    bench_sources,
+    combine,
+    run_bench_job,
+    seed_dir,
+    winner,
+)
 from naflow_aug.demo.sizes import DemoSize, get_size
 from naflow_aug.demo.stages import (
     calibrate_profile,
@@ -207,6 +215,7 @@ def _run_demo(
     names = [name for name, _ in independent + dependent]
     summary = r.timer.run("combine seeds", lambda: combine(out, names, r.seeds))
     summary["winner"] = winner(out, summary)
+    summary["synthetic_winner"] = winner(out, summary, exclude=(REAL,))
     figs = r.timer.run("figures", lambda: _figures(r, stage, names))
     results = _results(r, stage, naflow_results, summary, figs)
     results["timings"]["total (this process)"] = time.perf_counter() - t_start
