@@ -39,7 +39,7 @@ import torch
 from torch.utils.data import Dataset
 
 from naflow_aug.images import to_float
-from naflow_aug.runs import _fsync_dir
+from naflow_aug.runs import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class PartWriter:
         self.file.close()
         _fsync_path(self.tmp)
         os.replace(self.tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         return self.path
 
     def abort(self) -> None:
@@ -233,7 +233,7 @@ def join_parts(
             f.attrs[COMPLETE_ATTR] = 1  # last: a file with the marker is whole
         _fsync_path(tmp)
         os.replace(tmp, out)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
     except BaseException as err:
         tmp.unlink(missing_ok=True)
         if _is_enospc(err):
