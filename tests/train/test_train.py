@@ -150,7 +150,7 @@ def test_config_files_reject_unknown_keys(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["train_cpu.toml", "train_paper.toml", "train_sidd_mini.toml",
                                   "train_sidd_mini_continue.toml"])
 def test_pipeline_presets_load(name: str) -> None:
-    path = Path(__file__).resolve().parents[1] / "pipelines" / name
+    path = Path(__file__).resolve().parents[2] / "pipelines" / name
     config = training.load_train_config(path)
     assert config.preset in training.PRESETS
     if name == "train_paper.toml":

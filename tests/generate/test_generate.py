@@ -26,7 +26,7 @@ from naflow_aug.data.images import read_image, write_png
 from naflow_aug.data.simcam import DEFAULT_CAMERAS, write_simulated_sidd
 from naflow_aug.generate import GenerateConfig, generate, make_plan, sample_seeds, verify
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class StandIn:
