@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from naflow_aug.runtime.configs import config_from_dict, config_to_dict, dumps_toml, read_toml
 from naflow_aug.runtime.files import (
-    _fsync_dir,
     atomic_torch_save,
     atomic_write,
     atomic_write_bytes,
@@ -16,6 +15,7 @@ from naflow_aug.runtime.files import (
     atomic_write_text,
     check_writable,
     current_umask,
+    fsync_dir,
     read_json,
     sha256_file,
 )
@@ -24,7 +24,7 @@ from naflow_aug.runtime.seeding import build_seeded
 
 __all__ = [
     "RunDir",
-    "_fsync_dir",
+    "fsync_dir",
     "atomic_torch_save",
     "atomic_write",
     "atomic_write_bytes",

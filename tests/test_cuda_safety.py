@@ -156,7 +156,7 @@ def test_process_group_backend_per_device(monkeypatch) -> None:
     assert bench.init_distributed("cuda") == torch.device("cuda", 0)
     setup_distributed("cpu")  # training: the backend by its device
     setup_distributed("cuda")
-    generate._dist_setup()
+    generate.join_process_group()
     assert seen == ["gloo", "nccl", "gloo", "nccl", "gloo"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     seen.clear()

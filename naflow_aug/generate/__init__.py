@@ -31,10 +31,9 @@ Seeds come from :mod:`naflow_aug.runtime.seeding`, the process group from
 from __future__ import annotations
 
 from naflow_aug.data.sources import scan_source
-from naflow_aug.generate.batches import _read_rows as _read_rows  # benchmarks/bench_generate.py
+from naflow_aug.generate.batches import read_rows
 from naflow_aug.generate.config import GenerateConfig, SourceKind
-from naflow_aug.generate.job import GenerateResult, generate
-from naflow_aug.generate.job import _dist_setup as _dist_setup  # the process-group test pins its backend
+from naflow_aug.generate.job import GenerateResult, generate, join_process_group
 from naflow_aug.generate.noise import NoiseFunction, SourceNoise, load_noise
 from naflow_aug.generate.plan import Plan, make_plan
 from naflow_aug.generate.verification import VerifyReport, verify
@@ -49,8 +48,10 @@ __all__ = [
     "SourceNoise",
     "VerifyReport",
     "generate",
+    "join_process_group",
     "load_noise",
     "make_plan",
+    "read_rows",
     "sample_seeds",
     "scan_source",
     "verify",

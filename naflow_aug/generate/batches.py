@@ -16,7 +16,7 @@ import torch
 
 from naflow_aug.data.images import read_image
 from naflow_aug.data.pairs import UNLABELLED, Pair
-from naflow_aug.generate.plan import Plan, _relative
+from naflow_aug.generate.plan import Plan, relative_path
 from naflow_aug.images import to_float
 from naflow_aug.runtime.seeding import sample_seeds
 
@@ -42,7 +42,7 @@ def _load_pair(rec: Pair, with_reference: bool) -> tuple[np.ndarray, np.ndarray 
     return read_image(rec.clean_path), (read_image(rec.noisy_path) if with_reference else None)
 
 
-def _read_rows(
+def read_rows(
     plan: Plan,
     indices: np.ndarray,
     with_reference: bool,
@@ -85,7 +85,7 @@ def _read_rows(
     return clean, reference
 
 
-def _batches(
+def plan_batches(
     plan: Plan, parts: Sequence[int], batch_size: int, with_reference: bool, mode: str
 ) -> Iterator[_Batch]:
     cache: dict[str, Any] = {}
@@ -106,7 +106,7 @@ def _batches_with(
         start, stop = plan.part_range(p)
         for b0 in range(start, stop, batch_size):
             idx = np.arange(b0, min(b0 + batch_size, stop))
-            clean, reference = _read_rows(plan, idx, with_reference, cache, pool)
+            clean, reference = read_rows(plan, idx, with_reference, cache, pool)
             recs = [plan.images[int(plan.image[i])] for i in idx]
             meta = {
                 "index": idx.astype(np.int64),
@@ -120,15 +120,15 @@ def _batches_with(
                     ],
                     axis=1,
                 ).astype(np.int32),
-                "source": [_relative(r.clean_path, plan.root) for r in recs],
-                "reference": [_relative(r.noisy_path, plan.root) if with_reference else "" for r in recs],
+                "source": [relative_path(r.clean_path, plan.root) for r in recs],
+                "reference": [relative_path(r.noisy_path, plan.root) if with_reference else "" for r in recs],
                 "noise": [mode] * len(idx),
                 "label": ["" if r.cls == UNLABELLED else r.cls for r in recs],
             }
             yield _Batch(p, b0 - start, idx, clean, reference, meta)
 
 
-def _prefetch(iterator: Iterator[Any], maxsize: int) -> Iterator[Any]:
+def prefetch(iterator: Iterator[Any], maxsize: int) -> Iterator[Any]:
     """Run ``iterator`` in a thread, ``maxsize`` items ahead (image decoding overlaps compute)."""
     q: queue.Queue = queue.Queue(maxsize=maxsize)
     stop = threading.Event()
@@ -164,5 +164,5 @@ def _prefetch(iterator: Iterator[Any], maxsize: int) -> Iterator[Any]:
         thread.join(timeout=5)
 
 
-def _to_float_bchw(x: np.ndarray, device: torch.device) -> torch.Tensor:
+def to_float_bchw(x: np.ndarray, device: torch.device) -> torch.Tensor:
     return to_float(torch.from_numpy(x).to(device, non_blocking=True).permute(0, 3, 1, 2))

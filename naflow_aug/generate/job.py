@@ -21,7 +21,7 @@ from naflow_aug._version import __version__
 from naflow_aug.data import hdf5
 from naflow_aug.generate.config import GenerateConfig
 from naflow_aug.generate.noise import NoiseFunction, load_noise
-from naflow_aug.generate.parts import _run_parts
+from naflow_aug.generate.parts import run_parts
 from naflow_aug.generate.plan import Plan, make_plan
 from naflow_aug.generate.resume import agree_on_plan, finished_output, parts_to_make
 from naflow_aug.noise.registry import parse_noise_spec
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 _BARRIER_TIMEOUT = timedelta(hours=12)
 
 
-def _dist_setup(device: str | None = None) -> DistContext:
+def join_process_group(device: str | None = None) -> DistContext:
     """Join torchrun's group (gloo) when WORLD_SIZE > 1; the device is checked first."""
     return setup_distributed(device, backend="gloo", timeout=_BARRIER_TIMEOUT)
 
@@ -81,7 +81,7 @@ def generate(
     """Generate ``config.out`` (see the package doc). ``noise_fn`` replaces the model (tests, custom noise);
     ``command`` (the CLI's argument list) is recorded in the file. Under torchrun every rank calls this."""
     t0 = time.perf_counter()
-    ctx = _dist_setup(config.device)
+    ctx = join_process_group(config.device)
     try:
         return _generate(config, ctx, noise_fn, model_sha, command, t0)
     finally:
@@ -127,7 +127,7 @@ def _generate(config: GenerateConfig, ctx: DistContext, noise_fn: NoiseFunction 
         log.info("rank %d/%d: %d samples in %d parts; %d of my %d parts to make",
                  ctx.rank, ctx.world, plan.num_samples, plan.num_parts, len(todo), len(mine))  # fmt: skip
         desc = "generate" if ctx.world == 1 else f"generate [rank {ctx.rank}]"
-        made = _run_parts(plan, todo, noise_fn, parts, config, desc) if todo else 0
+        made = run_parts(plan, todo, noise_fn, parts, config, desc) if todo else 0
         ctx.barrier()
         if ctx.main:
             _join(out, parts, plan, config, noise_fn, model_sha, inputs, command)

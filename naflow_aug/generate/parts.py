@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from naflow_aug.data import hdf5
-from naflow_aug.generate.batches import _batches, _prefetch, _to_float_bchw
+from naflow_aug.generate.batches import plan_batches, prefetch, to_float_bchw
 from naflow_aug.generate.config import GenerateConfig
 from naflow_aug.generate.noise import NoiseFunction
 from naflow_aug.generate.plan import Plan
@@ -102,7 +102,7 @@ class _Writer(threading.Thread):
             raise self._wrapped_error()
 
 
-def _run_parts(
+def run_parts(
     plan: Plan, todo: Sequence[int], noise_fn: NoiseFunction, parts: Path, config: GenerateConfig, desc: str
 ) -> int:
     writer = _Writer(plan, parts, len(noise_fn.classes), config.compression)
@@ -111,10 +111,10 @@ def _run_parts(
     done = 0
     bar = tqdm(total=total, unit="sample", desc=desc, disable=not config.progress, dynamic_ncols=True)
     try:
-        batches = _batches(plan, todo, config.batch_size, noise_fn.needs_reference, noise_fn.mode)
-        for batch in _prefetch(batches, maxsize=2):
-            clean = _to_float_bchw(batch.clean, noise_fn.device)
-            reference = None if batch.reference is None else _to_float_bchw(batch.reference, noise_fn.device)
+        batches = plan_batches(plan, todo, config.batch_size, noise_fn.needs_reference, noise_fn.mode)
+        for batch in prefetch(batches, maxsize=2):
+            clean = to_float_bchw(batch.clean, noise_fn.device)
+            reference = None if batch.reference is None else to_float_bchw(batch.reference, noise_fn.device)
             seeds = torch.from_numpy(batch.meta["seed"])
             labels = [label or None for label in batch.meta["label"]]
             noisy, weights = noise_fn(clean, reference, seeds, labels)

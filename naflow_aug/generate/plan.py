@@ -44,8 +44,8 @@ class Plan:
     def digest(self) -> str:
         h = hashlib.sha256()
         for rec in self.images:
-            noisy = _relative(rec.noisy_path, self.root) if rec.noisy_path else ""
-            h.update(f"{_relative(rec.clean_path, self.root)}|{noisy}\n".encode())
+            noisy = relative_path(rec.noisy_path, self.root) if rec.noisy_path else ""
+            h.update(f"{relative_path(rec.clean_path, self.root)}|{noisy}\n".encode())
         for arr in (self.image, self.top, self.left):
             h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()
@@ -99,5 +99,5 @@ def make_plan(config: GenerateConfig) -> Plan:
     )
 
 
-def _relative(path: Path, root: Path) -> str:
+def relative_path(path: Path, root: Path) -> str:
     return os.path.relpath(path, root)

@@ -14,7 +14,7 @@ import torch
 
 from naflow_aug.data import hdf5
 from naflow_aug.data.images import read_image
-from naflow_aug.generate.batches import _to_float_bchw
+from naflow_aug.generate.batches import to_float_bchw
 from naflow_aug.generate.noise import NoiseFunction, load_noise
 from naflow_aug.images import samples_to_hwc
 from naflow_aug.runtime.distributed import rank_device
@@ -156,9 +156,9 @@ def _remake(f: h5py.File, idx: np.ndarray, root: Path, noise_fn: NoiseFunction,
     for i, a, b in zip(idx, clean, f["clean"][idx], strict=True):
         if not np.array_equal(a, b):
             problems.append(f"sample {i}: stored clean crop differs from its source crop")
-    reference = _to_float_bchw(np.stack(ref_rows), noise_fn.device) if ref_rows else None
+    reference = to_float_bchw(np.stack(ref_rows), noise_fn.device) if ref_rows else None
     seeds = torch.from_numpy(f["meta/seed"][idx])
-    noisy, _ = noise_fn(_to_float_bchw(clean, noise_fn.device), reference, seeds, labels)
+    noisy, _ = noise_fn(to_float_bchw(clean, noise_fn.device), reference, seeds, labels)
     if not bool(torch.isfinite(noisy).all()):
         problems.append(f"the regenerated noisy samples {idx.tolist()} hold NaN or Inf values")
         return None

@@ -35,7 +35,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[typing.BinaryIO], Non
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -61,7 +61,7 @@ def current_umask() -> int:
     return mask
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:  # not every platform can open a directory

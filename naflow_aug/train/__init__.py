@@ -20,7 +20,7 @@ module            what it holds
 ``config``        :class:`TrainConfig`, :data:`PRESETS`, :func:`preset`, :func:`load_train_config`,
                   :func:`config_for_resume`, the run directory's file names
 ``pairs``         the (noisy, clean) pairs of the data folder and their train / held-out split
-``batches``       ``_StepBatches``: step -> that step's batch, a pure function of (seed, step, rank)
+``batches``       ``StepBatches``: step -> that step's batch, a pure function of (seed, step, rank)
 ``objective``     the model to train, its parameter groups, the learning-rate schedule, the loss module
 ``state``         what a checkpoint holds for an exact resume, reading it back
 ``loop``          the steps (finite check, optimiser, logging, validation and checkpoints), ``Session``
@@ -32,7 +32,7 @@ module            what it holds
 
 from __future__ import annotations
 
-from naflow_aug.train.batches import _StepBatches as _StepBatches  # naflow_aug.adapt
+from naflow_aug.train.batches import StepBatches
 from naflow_aug.train.config import (
     BEST_MODEL_NAME,
     CHECKPOINT_NAME,
@@ -45,9 +45,7 @@ from naflow_aug.train.config import (
 )
 from naflow_aug.train.job import train
 from naflow_aug.train.loop import NonFiniteLossError
-from naflow_aug.train.pairs import _read_pair as _read_pair
-from naflow_aug.train.pairs import _scan_pairs as _scan_pairs
-from naflow_aug.train.pairs import _split_pairs as _split_pairs
+from naflow_aug.train.pairs import read_pair, scan_pairs, split_training_pairs
 from naflow_aug.train.prior_refit import refit_prior
 from naflow_aug.train.validation import evaluate
 
@@ -57,11 +55,15 @@ __all__ = [
     "MODEL_NAME",
     "PRESETS",
     "NonFiniteLossError",
+    "StepBatches",
     "TrainConfig",
     "config_for_resume",
     "evaluate",
     "load_train_config",
     "preset",
+    "read_pair",
     "refit_prior",
+    "scan_pairs",
+    "split_training_pairs",
     "train",
 ]

@@ -12,7 +12,7 @@ from naflow_aug.runtime.seeding import step_generator
 from naflow_aug.train.config import TrainConfig
 
 
-class _StepBatches(torch.utils.data.Dataset):
+class StepBatches(torch.utils.data.Dataset):
     """Index = step -> that step's batch: class-balanced pair choice, crops, flips/rotations, noise.
 
     A pure function of (seed, step, rank), so DataLoader workers and resumes see the same stream.

@@ -18,14 +18,14 @@ from naflow_aug.devices import check_device
 from naflow_aug.runtime.distributed import DistContext, rank_device, setup_distributed
 from naflow_aug.runtime.rundir import RunDir
 from naflow_aug.runtime.seeding import build_seeded
-from naflow_aug.train.batches import _StepBatches
+from naflow_aug.train.batches import StepBatches
 from naflow_aug.train.config import CHECKPOINT_NAME, MODEL_NAME, TrainConfig
 from naflow_aug.train.loop import Session, run_steps
-from naflow_aug.train.objective import _build_model, _Objective, _param_groups, _Schedule
-from naflow_aug.train.pairs import _read_pair, _scan_pairs, _split_pairs
+from naflow_aug.train.objective import Objective, Schedule, build_model, param_groups
+from naflow_aug.train.pairs import read_pair, scan_pairs, split_training_pairs
 from naflow_aug.train.prior_refit import refit_prior
 from naflow_aug.train.state import TrainProgress, model_extra, read_resume_state, restore
-from naflow_aug.train.validation import _make_val_set
+from naflow_aug.train.validation import make_val_set
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
     if device.type == "cuda":
         torch.cuda.set_device(device)
 
-    train_pairs, val_pairs, split_desc = _split_pairs(_scan_pairs(Path(config.data)), config)
+    train_pairs, val_pairs, split_desc = split_training_pairs(scan_pairs(Path(config.data)), config)
     if not train_pairs:
         raise ValueError(f"no training pairs in {config.data} ({split_desc})")
     model, train_pairs = _model_and_pairs(config, state, run_path / CHECKPOINT_NAME, train_pairs)
@@ -80,10 +80,10 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
     model.to(device)
     model.train()
 
-    optimizer = torch.optim.Adam(_param_groups(model, config), betas=config.betas,
+    optimizer = torch.optim.Adam(param_groups(model, config), betas=config.betas,
                                  weight_decay=config.weight_decay)  # fmt: skip
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _Schedule(config.lr_milestones, config.lr_gamma, config.warmup_steps)
+        optimizer, Schedule(config.lr_milestones, config.lr_gamma, config.warmup_steps)
     )
     counters = TrainProgress()
     if state is not None:
@@ -95,8 +95,8 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
         run.write_config(config)
 
     class_index = {c: i for i, c in enumerate(classes)}
-    images = [_read_pair(p) for p in train_pairs] if config.preload else None
-    batches = _StepBatches(train_pairs, [class_index[p.cls] for p in train_pairs], len(classes), config,
+    images = [read_pair(p) for p in train_pairs] if config.preload else None
+    batches = StepBatches(train_pairs, [class_index[p.cls] for p in train_pairs], len(classes), config,
                            ddp.rank, images)  # fmt: skip
     loader = torch.utils.data.DataLoader(
         batches,
@@ -106,7 +106,7 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
-    val = _make_val_set(val_pairs, classes, config) if ddp.main else None
+    val = make_val_set(val_pairs, classes, config) if ddp.main else None
     objective = _objective(model, batches, ddp, device, fresh=state is None)
     if run is not None:
         logger.info("training %s: %d train pairs, %d held-out pairs (%s), %d classes, %d parameters",
@@ -142,7 +142,7 @@ def _model_and_pairs(config: TrainConfig, state: dict[str, Any] | None, ckpt_pat
     else:
         # The initial weights are a function of the seed; torch's global RNG is left as it was.
         labels = sorted({p.cls for p in train_pairs})
-        model = build_seeded(lambda: _build_model(config, labels), config.seed)
+        model = build_seeded(lambda: build_model(config, labels), config.seed)
     classes = list(model.classes)
     known = set(classes)
     dropped = sorted({p.cls for p in train_pairs} - known)
@@ -154,10 +154,10 @@ def _model_and_pairs(config: TrainConfig, state: dict[str, Any] | None, ckpt_pat
     return model, train_pairs
 
 
-def _objective(model: nn.Module, batches: _StepBatches, ddp: DistContext, device: torch.device, *,
+def _objective(model: nn.Module, batches: StepBatches, ddp: DistContext, device: torch.device, *,
                fresh: bool) -> nn.Module:
     """The loss module; under torchrun wrapped in DDP (a fresh run first initialises ActNorm)."""
-    objective: nn.Module = _Objective(model)
+    objective: nn.Module = Objective(model)
     if ddp.world > 1:
         if fresh:
             # ActNorm's data-dependent init on this rank's first batch; DDP then broadcasts rank 0's.
@@ -179,7 +179,7 @@ def _finish(s: Session, results: dict[str, Any], train_pairs: Sequence[Pair], dd
         if run is not None:  # the trained state, before the refit: a longer resume continues it
             s.save(config.steps, s.progress.elapsed)
         t = time.perf_counter()
-        refit = refit_prior(s.model, ((*_read_pair(p), p.cls) for p in train_pairs),
+        refit = refit_prior(s.model, ((*read_pair(p), p.cls) for p in train_pairs),
                             max_size=config.refit_max_size, progress=progress)  # fmt: skip
         refit["seconds"] = time.perf_counter() - t
         logger.info("refit the Gaussians of %d configurations on %d training pairs (%.0f s)",

@@ -22,7 +22,7 @@ from naflow_aug.runtime.files import atomic_torch_save
 from naflow_aug.runtime.rundir import RunDir
 from naflow_aug.train.config import BEST_MODEL_NAME, CHECKPOINT_NAME, MODEL_NAME, TrainConfig
 from naflow_aug.train.state import TrainProgress, checkpoint_state, model_extra
-from naflow_aug.train.validation import _ValSet, evaluate
+from naflow_aug.train.validation import ValSet, evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Session:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     device: torch.device
     progress: TrainProgress
-    val: _ValSet | None
+    val: ValSet | None
 
     @property
     def ckpt_path(self) -> Path:

@@ -17,7 +17,7 @@ from naflow_aug.train.config import TrainConfig
 logger = logging.getLogger(__name__)
 
 
-def _build_model(config: TrainConfig, data_classes: Sequence[str]) -> nn.Module:
+def build_model(config: TrainConfig, data_classes: Sequence[str]) -> nn.Module:
     """A fresh trainable NAFlow over the data's classes, or the `init` checkpoint made trainable."""
     if config.init:
         model = load(config.init, device="cpu")
@@ -42,7 +42,7 @@ def _latent_parameter_names(model: nn.Module) -> set[str]:
     return {f"prior.{n}" for n, _ in prior.named_parameters()}
 
 
-def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
     latent_names = _latent_parameter_names(model)
     latent = [p for n, p in model.named_parameters() if n in latent_names and p.requires_grad]
     rest = [p for n, p in model.named_parameters() if n not in latent_names and p.requires_grad]
@@ -54,7 +54,7 @@ def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]
     ]
 
 
-class _Schedule:
+class Schedule:
     """lr factor at a step: linear warm-up, then multiplied by gamma at each milestone."""
 
     def __init__(self, milestones: Sequence[int], gamma: float, warmup: int):
@@ -69,7 +69,7 @@ class _Schedule:
         return factor
 
 
-class _Objective(nn.Module):
+class Objective(nn.Module):
     """The training loss as a module's forward, so DDP synchronises its gradients."""
 
     def __init__(self, model: nn.Module):

@@ -17,12 +17,12 @@ from naflow_aug.train.config import TrainConfig
 logger = logging.getLogger(__name__)
 
 
-def _scan_pairs(root: Path) -> list[Pair]:
+def scan_pairs(root: Path) -> list[Pair]:
     """The pairs of a SIDD-Medium folder or of a cache of one (``naflow-aug prepare``), sizes filled in."""
     return list(sidd.scan_sidd_medium(root))
 
 
-def _split_pairs(pairs: list[Pair], config: TrainConfig) -> tuple[list[Pair], list[Pair], str]:
+def split_training_pairs(pairs: list[Pair], config: TrainConfig) -> tuple[list[Pair], list[Pair], str]:
     """(train, validation, description) split by scene instance."""
     if config.split:
         train_ids, val_ids = sidd.load_split(config.split)
@@ -40,7 +40,7 @@ def _split_pairs(pairs: list[Pair], config: TrainConfig) -> tuple[list[Pair], li
     return train, val, f"validation instances {sorted(val_ids)} (held out at random, seed {config.seed})"
 
 
-def _read_pair(pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
+def read_pair(pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
     noisy, clean = load_uint8(pair.noisy_path), load_uint8(pair.clean_path)
     if noisy.shape != clean.shape:
         raise ValueError(

@@ -13,23 +13,23 @@ from naflow_aug import metrics
 from naflow_aug.data.pairs import Pair
 from naflow_aug.images import to_float
 from naflow_aug.train.config import TrainConfig
-from naflow_aug.train.pairs import _read_pair
+from naflow_aug.train.pairs import read_pair
 
 
 @dataclass
-class _ValSet:
+class ValSet:
     noisy: list[torch.Tensor]  # each (1, 3, H, W) float in [0, 1]
     clean: list[torch.Tensor]
     labels: list[int]  # class ids, -1 where the model does not know the class
     names: list[str]
 
 
-def _make_val_set(pairs: list[Pair], classes: Sequence[str], config: TrainConfig) -> _ValSet:
+def make_val_set(pairs: list[Pair], classes: Sequence[str], config: TrainConfig) -> ValSet:
     index = {c: i for i, c in enumerate(classes)}
     chosen = pairs[: config.val_max_pairs] if config.val_max_pairs else pairs
-    out = _ValSet([], [], [], [])
+    out = ValSet([], [], [], [])
     for pair in chosen:
-        noisy, clean = _read_pair(pair)
+        noisy, clean = read_pair(pair)
         h, w = noisy.shape[-2:]
         if config.val_crop and h >= config.val_crop and w >= config.val_crop:
             th = tw = config.val_crop
@@ -44,7 +44,7 @@ def _make_val_set(pairs: list[Pair], classes: Sequence[str], config: TrainConfig
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, val: _ValSet, *, samples: int = 2, cond_noise_std: float = 3.0 / 255.0,
+def evaluate(model: nn.Module, val: ValSet, *, samples: int = 2, cond_noise_std: float = 3.0 / 255.0,
              seed: int = 0, device: torch.device | None = None) -> dict[str, float]:
     """Held-out metrics: NLL (true class), KLD/AKLD of NAS and true-configuration samples, top-1/3 accuracy.
 

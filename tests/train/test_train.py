@@ -150,7 +150,7 @@ def test_config_files_reject_unknown_keys(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["train_cpu.toml", "train_paper.toml", "train_sidd_mini.toml",
                                   "train_sidd_mini_continue.toml"])
 def test_pipeline_presets_load(name: str) -> None:
-    path = Path(__file__).resolve().parents[1] / "pipelines" / name
+    path = Path(__file__).resolve().parents[2] / "pipelines" / name
     config = training.load_train_config(path)
     assert config.preset in training.PRESETS
     if name == "train_paper.toml":
@@ -318,8 +318,8 @@ def test_train_refit_prior_writes_the_refit_model(data_dir: Path, tmp_path: Path
     for name, value in trained.state_dict().items():
         same = torch.equal(value, refit.state_dict()[name])
         assert same != name.startswith("prior."), name  # only the prior changed
-    pairs = training._split_pairs(training._scan_pairs(data_dir), config)[0]
-    training.refit_prior(trained, [(*training._read_pair(p), p.cls) for p in pairs], max_size=32)
+    pairs = training.split_training_pairs(training.scan_pairs(data_dir), config)[0]
+    training.refit_prior(trained, [(*training.read_pair(p), p.cls) for p in pairs], max_size=32)
     assert torch.allclose(trained.prior.mean, refit.prior.mean, atol=1e-6)
     assert torch.allclose(trained.prior.std, refit.prior.std, atol=1e-6)
 

@@ -127,7 +127,7 @@ def test_generate_joins_gloo_with_a_long_timeout(fake_group, monkeypatch: pytest
     from naflow_aug import generate
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    ctx = generate._dist_setup("cuda")
+    ctx = generate.join_process_group("cuda")
     assert fake_group == [("gloo", {"timeout": timedelta(hours=12)})] and ctx.owns_group
 
 
