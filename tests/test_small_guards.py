@@ -140,7 +140,7 @@ def test_demo_help_agrees_with_the_readme() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     demo = build_parser()._subparsers._group_actions[0].choices["demo"]
     size_help = next(a.help for a in demo._actions if "--size" in a.option_strings)
-    assert "about 10 minutes on 2 CPU cores" in readme and "about 10 min on 2 CPU cores" in size_help
+    assert "about 13 minutes on 2 CPU cores" in readme and "about 13 min on 2 CPU cores" in size_help
 
 
 def test_generate_seed_must_be_an_exact_integer(tmp_path: Path) -> None:

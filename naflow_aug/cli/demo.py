@@ -16,7 +16,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="use this NAFlow (bundled name or checkpoint path), do not train one")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     p.add_argument("--size", choices=("default", "tiny"), default="default",
-                   help="default (about 10 min on 2 CPU cores) or tiny (about a minute, a smoke test)")
+                   help="default (about 13 min on 2 CPU cores) or tiny (about a minute, a smoke test)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0: torch's own)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (finished: nothing)")

@@ -63,7 +63,7 @@ SIZES: dict[str, DemoSize] = {
         naflow_model={"hidden_channels": 32, "encoder_channels": 64},
         # the bench cpu preset's DnCNN (depth 8, width 32, identity start, lr x0.1 for the last 20%),
         # repeated over 3 seeds, with 1,600 steps of 8 x 24x24 patches: the pixels of 400 steps of 48x48
-        # patches (the CPU time of the same), four times the steps. How it was chosen (on a second
+        # patches (about the CPU time of the same), four times the steps. How it was chosen (on a second
         # simulated draw, not the test pairs): README, "The main job"
         bench={
             "depth": 8,
