@@ -51,7 +51,20 @@ SIDD = SHARED / "data" / "sidd-medium-mini"
 # one configuration per phone with at least 2 training pairs and a validation pair in the committed split
 SIDD_CONFIGS = ("G4_00100", "GP_00800", "IP_01600", "S6_03200")
 ROWS = ("adapted profile", "mixture profile", "Gaussian (2 pairs)", "Poisson-Gaussian (2 pairs)")
+# the adapted profile rounds to 8 bits as the cameras' files are; the baselines rounded alike, for fairness
+ROUNDED = ("Gaussian (2 pairs), 8-bit", "Poisson-Gaussian (2 pairs), 8-bit")
 log = logging.getLogger("camera_profiles")
+
+
+class _Rounded:
+    """A noise source whose output is rounded to 8 bits (the 2-pair baselines as an 8-bit camera)."""
+
+    def __init__(self, source) -> None:
+        self.source, self.classes = source, source.classes
+
+    def __call__(self, clean, **kwargs):
+        noisy, params = self.source(clean, **kwargs)
+        return (noisy * 255).round() / 255, params
 
 
 def _profiles(
@@ -75,6 +88,8 @@ def _profiles(
         "Gaussian (2 pairs)": make_noise_source("gaussian-per-config", baselines=fitted),
         "Poisson-Gaussian (2 pairs)": make_noise_source("poisson-gaussian", baselines=fitted),
     }
+    sources[ROUNDED[0]] = _Rounded(sources["Gaussian (2 pairs)"])
+    sources[ROUNDED[1]] = _Rounded(sources["Poisson-Gaussian (2 pairs)"])
     info = {
         "adapt_seconds": round(adapt_s, 1),
         "adapt_info": adapted.extra["adapt_info"],
@@ -162,9 +177,10 @@ def _table(results: dict, rows: tuple[str, ...], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def denoise_check(base, out: Path, group: str, nam: dict, **overrides) -> dict:
-    """DnCNN (cpu preset) trained on SIDD-mini training ground truth with the group's adapted profile, and
-    with its 2-pair Gaussian; both scored on the group's scored real pairs."""
+def denoise_check(base, out: Path, group: str, nam: dict, seeds: list[int], **overrides) -> dict:
+    """DnCNN (cpu preset, ``overrides`` changing it) trained on SIDD-mini training ground truth with the
+    group's adapted profile, and with its 2-pair Gaussian, once per seed; all scored on the group's scored
+    real pairs. Returns each seed's PSNR / SSIM per training noise."""
     from naflow_aug.bench import bench_from_paths
 
     clean_dir = out / "denoise" / "clean"
@@ -181,37 +197,61 @@ def denoise_check(base, out: Path, group: str, nam: dict, **overrides) -> dict:
         for name in nam[group]["scored_pairs"]:
             w.writerow([NAM / group / name, NAM / group / name.replace("noisy", "clean", 1), group])
     sigma = nam[group]["gaussian_sigma_255"]
-    noise = [f"profile:{nam[group]['profile']}", f"gaussian:{sigma:.4f}"]
+    names = {
+        f"profile:{nam[group]['profile']}": "adapted profile",
+        f"gaussian:{sigma:.4f}": "Gaussian (2 pairs)",
+        "identity": "none (the noisy input)",
+    }
     t = time.perf_counter()
-    res = bench_from_paths(
-        out / "denoise" / group, clean=clean_dir, noise=noise, pairs=manifest, denoisers=["identity"],
-        preset="cpu", model=base, progress=True, **overrides,
-    )  # fmt: skip
-    rows = {r["source"]: r["pairs"]["overall"] for r in res["rows"]}
-    return {"group": group, "results": rows, "seconds": round(time.perf_counter() - t, 1), "noise": noise}
+    runs = []
+    for seed in seeds:
+        res = bench_from_paths(
+            out / "denoise" / group / f"seed-{seed}", clean=clean_dir, noise=list(names)[:2],
+            pairs=manifest, denoisers=["identity"], preset="cpu", model=base, progress=True, resume=True,
+            seed=seed, **overrides,
+        )  # fmt: skip
+        runs.append({names.get(r["source"], r["source"]): r["pairs"]["overall"] for r in res["rows"]})
+        log.info("denoising check %s seed %d: %s", group, seed, runs[-1])
+    return {"group": group, "seeds": seeds, "runs": runs, "preset_overrides": overrides,
+            "seconds": round(time.perf_counter() - t, 1), "noise": list(names)[:2]}  # fmt: skip
+
+
+def _denoise_table(check: dict) -> str:
+    runs = check["runs"]
+    head = f"### denoising check ({check['group']}: DnCNN, bench cpu preset"
+    head += f" with {check['preset_overrides']}" if check.get("preset_overrides") else ""
+    lines = [
+        head + f", seeds {check['seeds']}, scored on the group's real pairs)",
+        "",
+        "| training noise | PSNR mean ± std | SSIM mean | PSNR per seed |",
+        "|---|---|---|---|",
+    ]
+    for name in runs[0]:
+        psnr = torch.tensor([r[name]["psnr"] for r in runs], dtype=torch.float64)
+        ssim = sum(r[name]["ssim"] for r in runs) / len(runs)
+        spread = float(psnr.std()) if len(runs) > 1 else 0.0
+        per_seed = ", ".join(f"{v:.2f}" for v in psnr.tolist())
+        lines.append(f"| {name} | {float(psnr.mean()):.2f} ± {spread:.2f} | {ssim:.4f} | {per_seed} |")
+    return "\n".join(lines) + f"\n\n({check['seconds']:.0f} s)\n"
 
 
 def print_tables(results: dict) -> None:
     """The Markdown tables of one run's results (or of several runs' results merged)."""
-    if results.get("nam_cc60"):
-        print(
-            _table(
-                results["nam_cc60"], ROWS, "nam-cc60: calibrate on 2 pairs, score on the rest (KLD / AKLD)"
-            )
-        )
+    nam = results.get("nam_cc60") or {}
+    rounded = ROUNDED if nam and all(r in g["scores"] for g in nam.values() for r in ROUNDED) else ()
+    if nam:
+        title = "nam-cc60: calibrate on 2 pairs, score on the rest (KLD / AKLD)"
+        print(_table(nam, (*ROWS, *rounded), title))
     if results.get("sidd"):
-        sidd_rows = (*ROWS, "NAS (own noisy image)", "true configuration")
+        sidd_rows = (*ROWS, *rounded, "NAS (own noisy image)", "true configuration")
         print(
             _table(
                 results["sidd"], sidd_rows, "SIDD-mini: calibrate on 2 training pairs, score on validation"
             )
         )
     for check in results.get("denoise", []):
-        print(f"### denoising check ({check['group']}: DnCNN, bench cpu preset, scored on its real pairs)\n")
-        print("| training noise | PSNR | SSIM |\n|---|---|---|")
-        for name, r in check["results"].items():
-            print(f"| {name} | {r['psnr']:.2f} | {r['ssim']:.4f} |")
-        print(f"\n({check['seconds']:.0f} s)\n")
+        if "runs" in check:
+            print(_denoise_table(check))
     times = [r["adapt_seconds"] for part in ("nam_cc60", "sidd") for r in results.get(part, {}).values()]
     if times:
         print(f"adaptation seconds per profile: {times}")
@@ -238,9 +278,13 @@ def main() -> None:
     p.add_argument("--sidd-configs", nargs="*", default=list(SIDD_CONFIGS))
     p.add_argument("--denoise", default=None, help="nam-cc60 group of the denoising check (default: none)")
     p.add_argument("--steps", type=int, default=None, help="adaptation steps (default: the recipe's)")
-    p.add_argument(
-        "--denoise-epochs", type=int, default=None, help="override the cpu preset's epochs (smoke)"
-    )
+    p.add_argument("--denoise-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--denoise-epochs", type=int, default=None, help="override the cpu preset's epochs")
+    p.add_argument("--denoise-steps", type=int, default=None, help="override its steps per epoch")
+    p.add_argument("--denoise-milestone", type=int, default=None, help="epoch after which the lr drops x0.1")
+    p.add_argument("--profiles-from", default=None,
+                   help="take the nam-cc60 profiles of this earlier run (its results.json) for the denoising "
+                        "check instead of making them")  # fmt: skip
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--merge", nargs="+", default=None, help="only print the tables of these runs' outputs")
     args = p.parse_args()
@@ -257,16 +301,22 @@ def main() -> None:
     config = AdaptConfig() if args.steps is None else AdaptConfig(steps=args.steps)
     groups = args.groups if args.groups is not None else sorted(d.name for d in NAM.iterdir() if d.is_dir())
     results: dict = {"model": args.model, "model_sha256": base.checkpoint_sha256, "adapt": config.to_dict()}
-    results["nam_cc60"] = nam_groups(base, out, groups, config)
+    if args.profiles_from:
+        earlier = json.loads((Path(args.profiles_from) / "results.json").read_text(encoding="utf-8"))
+        results["nam_cc60"] = {g: r for g, r in earlier["nam_cc60"].items() if g == args.denoise}
+    else:
+        results["nam_cc60"] = nam_groups(base, out, groups, config)
     atomic_write_json(out / "results.json", results)
-    if args.sidd_configs:
+    if args.sidd_configs and not args.profiles_from:
         results["sidd"] = sidd_configs(base, out, args.sidd_configs, config)
         atomic_write_json(out / "results.json", results)
     if args.denoise:
-        overrides = (
-            {} if args.denoise_epochs is None else {"epochs": args.denoise_epochs, "steps_per_epoch": 5}
-        )
-        results["denoise"] = [denoise_check(base, out, args.denoise, results["nam_cc60"], **overrides)]
+        overrides = {"epochs": args.denoise_epochs, "steps_per_epoch": args.denoise_steps}
+        if args.denoise_milestone is not None:
+            overrides["lr_milestones"] = (args.denoise_milestone,)
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        nam = results["nam_cc60"]
+        results["denoise"] = [denoise_check(base, out, args.denoise, nam, args.denoise_seeds, **overrides)]
         atomic_write_json(out / "results.json", results)
     print_tables(results)
 

@@ -36,8 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+from naflow_aug.flow.model import NAFlow
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,9 @@ class AdaptConfig:
     cond_noise_std: float = 3.0 / 255.0
     refit_max_size: int = 512
     match_std: bool = True
+    level_bins: int = 8
+    level_window: float = 10.0
+    quantize: bool = True
     seed: int = 0
     camera: str = CAMERA_CLASS
 
@@ -80,6 +86,11 @@ class AdaptConfig:
             raise ValueError(f"AdaptConfig.lr and latent_lr must be > 0, got {self.lr}, {self.latent_lr}")
         if self.train not in TRAINABLE:
             raise ValueError(f"AdaptConfig.train must be one of {TRAINABLE}, got {self.train!r}")
+        if isinstance(self.level_bins, bool) or not isinstance(self.level_bins, int) or self.level_bins < 0:
+            raise ValueError(f"AdaptConfig.level_bins must be an integer >= 0, got {self.level_bins!r}")
+        if not (isinstance(self.level_window, int | float) and 0 <= self.level_window <= 10):
+            # the window's reach (3 std) stays inside the tiles' overlap (32): tiled decodes stay seamless
+            raise ValueError(f"AdaptConfig.level_window must be in [0, 10] pixels, got {self.level_window!r}")
         if not self.cond_noise_std >= 0:
             raise ValueError(f"AdaptConfig.cond_noise_std must be >= 0, got {self.cond_noise_std}")
         if not isinstance(self.camera, str) or not self.camera:
@@ -92,8 +103,6 @@ class AdaptConfig:
 def extend_model(base: nn.Module, camera: str) -> nn.Module:
     """A copy of ``base`` (a NAFlow) with one more class named ``camera`` (its Gaussian: zero mean, unit
     std until fitted), on the base model's device and dtype, in eval mode without gradients."""
-    from naflow_aug.flow.model import NAFlow
-
     if camera in base.classes:
         raise ValueError(f"the new camera class {camera!r} is already one of the model's {base.classes}")
     config = dataclasses.replace(base.config, classes=(*base.classes, camera))
@@ -213,6 +222,10 @@ def adapt(
     bar.close()
     model.freeze()
     scale = _match_noise_std(model, images, config) if config.match_std else 1.0
+    level = None
+    if config.level_bins:
+        level = _fit_response(model, images, config)
+        model = with_response(model, level, config.level_window, config.quantize)
     seconds = time.perf_counter() - start
     info = {
         "steps": config.steps,
@@ -223,6 +236,7 @@ def adapt(
         "nll_first": losses[0] if losses else None,
         "nll_last": float(sum(losses[-20:]) / len(losses[-20:])) if losses else None,
         "std_scale": scale,
+        "level_255": None if level is None else [[round(v * 255, 3) for v in row] for row in level.tolist()],
     }
     log.info("adapted to %d pairs in %.1f s: %s", len(images), seconds, info)
     return model, info
@@ -264,6 +278,169 @@ def _match_noise_std(model: nn.Module, images: list, config: AdaptConfig, iterat
     return scale
 
 
+# ------------------------------------------------------------------------------------ the camera's response
+
+
+def _blur(x: Tensor, sigma: float) -> Tensor:
+    """(B, C, H, W) -> Gaussian blur of std ``sigma`` pixels per channel (edges replicated)."""
+    radius = max(1, int(3 * sigma + 0.5))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def normalise_noise(noise: Tensor, window: float) -> Tensor:
+    """(B, C, H, W) noise -> zero mean and unit root mean square per item and channel: over a Gaussian
+    window of std ``window`` pixels (local mean removed, divided by the local RMS), or over the whole
+    image when ``window`` is 0. A channel without noise stays zero."""
+    if noise.dim() != 4:
+        raise ValueError(f"noise must be (B, C, H, W), got shape {tuple(noise.shape)}")
+    if window > 0:
+        # one blur of each moment: the result at a pixel depends on its 3 * window neighbourhood only
+        mean = _blur(noise, window)
+        centred = noise - mean
+        power = (_blur(noise * noise, window) - mean * mean).clamp_min(0)
+    else:
+        centred = noise - noise.mean(dim=(2, 3), keepdim=True)
+        power = centred.pow(2).mean(dim=(2, 3), keepdim=True)
+    tiny = torch.finfo(noise.dtype).tiny
+    return torch.where(power > tiny, centred / power.clamp_min(tiny).sqrt(), torch.zeros_like(centred))
+
+
+def level_gain(clean: Tensor, level: Tensor) -> Tensor:
+    """The noise std of every pixel: ``level`` (C, K), each channel's std in K equal bins of the clean
+    intensity, interpolated linearly between bin centres at (B, C, H, W) ``clean`` in [0, 1]."""
+    c, k = level.shape
+    if clean.dim() != 4 or clean.shape[1] != c:
+        raise ValueError(f"clean must be (B, {c}, H, W) for a ({c}, {k}) level, got {tuple(clean.shape)}")
+    pos = (clean * k - 0.5).clamp(0, k - 1).flatten(2)
+    lo = pos.floor().long().clamp(max=k - 1)
+    hi = (lo + 1).clamp(max=k - 1)
+    table = level.to(clean.dtype)[None].expand(clean.shape[0], c, k)
+    t = pos - lo
+    gain = table.gather(2, lo) * (1 - t) + table.gather(2, hi) * t
+    return gain.view(clean.shape)
+
+
+def camera_response(noisy: Tensor, clean: Tensor, level: Tensor, window: float, quantize: bool) -> Tensor:
+    """The adapted camera's output for the flow's (B, 3, H, W) ``noisy`` images of ``clean``: the noise
+    normalised (:func:`normalise_noise`) and scaled to the camera's level (:func:`level_gain`), rounded to
+    8 bits when ``quantize``; not clamped (rounding and clamping to [0, 1] commute)."""
+    out = clean + normalise_noise(noisy - clean, window) * level_gain(clean, level)
+    return (out * 255).round() / 255 if quantize else out
+
+
+def _fill_nearest(values: Tensor, valid: Tensor) -> Tensor:
+    """(C, K) values where ``valid``, each invalid bin taking the nearest valid bin of its channel."""
+    k = values.shape[1]
+    pos = torch.arange(k, dtype=torch.float64)
+    out = values.clone()
+    for ch in range(values.shape[0]):
+        good = valid[ch].nonzero().flatten()
+        nearest = good[(pos[:, None] - pos[good][None]).abs().argmin(dim=1)]
+        out[ch] = values[ch, nearest]
+    return out
+
+
+def fit_level(
+    clean: Tensor, real: Tensor, unit: Tensor, bins: int, *, quantize: bool, iterations: int = 4
+) -> Tensor:
+    """The (C, bins) level table at which ``clean + unit * level_gain(clean, level)``, clamped to [0, 1] (and
+    rounded to 8 bits), has the real noise's mean square in every intensity bin of every channel.
+
+    ``clean``, ``real`` (real noise), ``unit`` (unit-RMS noise of the model): (C, P) pixels, float64. Bins
+    with fewer than 0.2 % of the pixels (at least 64) take their nearest fitted neighbour's value.
+    """
+    c = clean.shape[0]
+    idx = (clean * bins).long().clamp(0, bins - 1)
+    count = torch.zeros(c, bins, dtype=torch.float64).scatter_add_(1, idx, torch.ones_like(clean))
+    valid = count >= max(64, 0.002 * clean.shape[1])
+    if not bool(valid.any(dim=1).all()):
+        raise ValueError("fit_level: a channel has no intensity bin with enough pixels")
+
+    def mean_square(noise: Tensor) -> Tensor:
+        total = torch.zeros(c, bins, dtype=torch.float64).scatter_add_(1, idx, noise * noise)
+        return total / count.clamp_min(1)
+
+    target = mean_square(real)
+    level = _fill_nearest(target.sqrt(), valid)
+    for _ in range(iterations):
+        out = (clean + unit * level_gain(clean[None, :, None], level)[0, :, 0]).clamp(0, 1)
+        if quantize:
+            out = (out * 255).round() / 255
+        now = mean_square(out - clean)
+        ratio = torch.where(now > 0, (target / now.clamp_min(1e-20)).sqrt(), torch.ones_like(now))
+        level = _fill_nearest((level * ratio).clamp(1e-4, 1.0), valid)
+    return level
+
+
+class CameraFlow(NAFlow):
+    """An adapted NAFlow whose :meth:`decode` ends with the camera's response (:func:`camera_response`):
+    its noise normalised over a window of ``window`` pixels, scaled to the camera's per-channel,
+    per-intensity ``level`` (C, K) fitted on the calibration pairs, and rounded to 8 bits if ``quantize``.
+
+    ``decode`` is therefore not the inverse of ``encode`` here; every sampling path (``sample``, the
+    noise sources, tiling) decodes through it.
+    """
+
+    def __init__(self, config: Any, level: Tensor, window: float, quantize: bool) -> None:
+        super().__init__(config)
+        if level.dim() != 2 or level.shape[0] != 3 or not bool(torch.isfinite(level).all()):
+            raise ValueError(f"camera level must be a finite (3, K) table, got {tuple(level.shape)}")
+        self.register_buffer("response_level", level.detach().clone().float(), persistent=False)
+        self.response_window = float(window)
+        self.quantize = bool(quantize)
+        self.fast_sampling = False  # NAFlow.sample's fast path decodes without the response
+
+    def decode(self, z: Tensor, clean: Tensor, features: list[Tensor] | None = None) -> Tensor:
+        # frozen: always the fast path (features recomputed), so that every sampling path rounds alike
+        if not self.training and not any(p.requires_grad for p in self.parameters()):
+            from naflow_aug.flow.fast import fast_sampler
+
+            noisy = fast_sampler(self).decode(z, clean).to(clean.dtype)
+        else:
+            noisy = super().decode(z, clean, features)
+        return camera_response(noisy, clean, self.response_level, self.response_window, self.quantize)
+
+
+def with_response(model: nn.Module, level: Tensor, window: float, quantize: bool) -> CameraFlow:
+    """``model`` (an adapted NAFlow) as a :class:`CameraFlow` with the given response, frozen."""
+    flow = CameraFlow(model.config, level, window, quantize)
+    param = next(model.parameters())
+    flow = flow.to(param.device, param.dtype)
+    flow.load_state_dict(model.state_dict(), strict=True)
+    flow.base_sha256 = getattr(model, "base_sha256", None)
+    flow.checkpoint_sha256 = None
+    return flow.freeze()
+
+
+@torch.no_grad()
+def _fit_response(model: nn.Module, images: list, config: AdaptConfig) -> Tensor:
+    """The camera's level table (3, ``config.level_bins``): noise decoded on the pairs' clean images (centre
+    crops of at most ``refit_max_size``, seeds from ``config.seed``), normalised, against the real noise."""
+    from naflow_aug.evaluate import trim_to_multiple
+
+    device, dtype = model.prior.mean.device, model.prior.mean.dtype
+    m, size = model.size_multiple, config.refit_max_size
+    g = torch.Generator().manual_seed(config.seed + 1)
+    clean_px, real_px, unit_px = [], [], []
+    for noisy, clean in images:
+        c = trim_to_multiple(clean.float() / 255, m, size)[None]
+        n = trim_to_multiple(noisy.float() / 255, m, size)[None]
+        eps = torch.randn((1, model.latent_channels, c.shape[2] // m, c.shape[3] // m), generator=g)
+        z = model.prior.reparameterize(model.prior.mean[-1:], model.prior.std[-1:], eps.to(device, dtype))
+        fake = model.decode(z, c.to(device, dtype)).float().cpu()
+        clean_px.append(c[0].flatten(1).double())
+        real_px.append((n - c)[0].flatten(1).double())
+        unit_px.append(normalise_noise(fake - c, config.level_window)[0].flatten(1).double())
+    clean_all, real_all, unit_all = (torch.cat(xs, dim=1) for xs in (clean_px, real_px, unit_px))
+    return fit_level(clean_all, real_all, unit_all, config.level_bins, quantize=config.quantize)
+
+
 def adapted_tensors(base: nn.Module, adapted: nn.Module, config: AdaptConfig) -> dict[str, torch.Tensor]:
     """What an adapted model changed relative to ``base``: the new class's mean and std, and every trained
     parameter, by state-dict name (CPU float32 copies)."""
@@ -272,12 +449,16 @@ def adapted_tensors(base: nn.Module, adapted: nn.Module, config: AdaptConfig) ->
            "camera.std": state["prior.std"][-1].detach().cpu().clone()}  # fmt: skip
     for name in _trainable_names(adapted, config.train):
         out[name] = state[name].detach().cpu().clone()
+    if isinstance(adapted, CameraFlow):
+        out["camera.level"] = adapted.response_level.detach().float().cpu().clone()
+        out["camera.level_window"] = torch.tensor(adapted.response_window)
+        out["camera.quantize"] = torch.tensor(float(adapted.quantize))
     return out
 
 
 def apply_tensors(base: nn.Module, tensors: Mapping[str, torch.Tensor], camera: str) -> nn.Module:
-    """The adapted model of ``base`` from :func:`adapted_tensors`'s output; ValueError naming a tensor that
-    does not fit the base model."""
+    """The adapted model of ``base`` from :func:`adapted_tensors`'s output (a :class:`CameraFlow` when they
+    hold the camera's response); ValueError naming a tensor that does not fit the base model."""
     model = extend_model(base, camera)
     state = model.state_dict()
     for key in ("camera.mean", "camera.std"):
@@ -302,4 +483,10 @@ def apply_tensors(base: nn.Module, tensors: Mapping[str, torch.Tensor], camera: 
                 raise ValueError(f"adapted profile tensor {part!r} {tuple(tensors[part].shape)} does not fit "
                                  f"the base model's latent ({tuple(state[key][-1].shape)})")  # fmt: skip
             state[key][-1].copy_(tensors[part])
-    return model
+    if "camera.level" not in tensors:  # made before the response existed: the flow's own noise
+        return model
+    for key in ("camera.level_window", "camera.quantize"):
+        if key not in tensors or tensors[key].numel() != 1:
+            raise ValueError(f"adapted profile tensors have 'camera.level' but no one-value {key!r}")
+    window, quantize = float(tensors["camera.level_window"]), bool(tensors["camera.quantize"])
+    return with_response(model, tensors["camera.level"], window, quantize)
