@@ -258,15 +258,25 @@ def print_tables(results: dict) -> None:
 
 
 def merge(paths: list[str]) -> dict:
-    """The results.json of several runs (e.g. groups run in parallel) as one."""
+    """The results.json of several runs (e.g. groups or denoising seeds run in parallel) as one; denoising
+    checks of one group and preset are joined into one check over all their seeds."""
     merged: dict = {"nam_cc60": {}, "sidd": {}, "denoise": []}
+    checks: dict[str, dict] = {}
     for path in paths:
         data = json.loads((Path(path) / "results.json").read_text(encoding="utf-8"))
         for key in ("nam_cc60", "sidd"):
-            merged[key].update(data.get(key, {}))
-        merged["denoise"] += data.get("denoise", [])
+            if not data.get("profiles_from"):  # a denoising-only run repeats an earlier run's profile
+                merged[key].update(data.get(key, {}))
+        for check in data.get("denoise", []):
+            key = json.dumps([check["group"], check.get("preset_overrides"), check.get("noise")])
+            if key not in checks:
+                checks[key] = {**check, "seeds": [], "runs": [], "seconds": 0.0}
+            checks[key]["seeds"] += check["seeds"]
+            checks[key]["runs"] += check["runs"]
+            checks[key]["seconds"] += check["seconds"]
         merged.setdefault("adapt", data.get("adapt"))
     merged["nam_cc60"] = dict(sorted(merged["nam_cc60"].items()))
+    merged["denoise"] = list(checks.values())
     return merged
 
 
@@ -302,6 +312,7 @@ def main() -> None:
     groups = args.groups if args.groups is not None else sorted(d.name for d in NAM.iterdir() if d.is_dir())
     results: dict = {"model": args.model, "model_sha256": base.checkpoint_sha256, "adapt": config.to_dict()}
     if args.profiles_from:
+        results["profiles_from"] = args.profiles_from
         earlier = json.loads((Path(args.profiles_from) / "results.json").read_text(encoding="utf-8"))
         results["nam_cc60"] = {g: r for g, r in earlier["nam_cc60"].items() if g == args.denoise}
     else:
