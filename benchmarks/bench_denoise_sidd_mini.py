@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     if args.combine:
-        from naflow_aug import bench_seeds
+        from naflow_aug.bench import seeds as bench_seeds
 
         summary = bench_seeds.combine_runs(args.combine, args.out)
         print(bench_seeds.seeds_markdown(summary), end="")
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     if args.seeds:
-        from naflow_aug import bench_seeds
+        from naflow_aug.bench import seeds as bench_seeds
 
         summary = bench_seeds.run_seeds(args.out, bench_seeds.parse_seeds(args.seeds), run_one)
         print(bench_seeds.seeds_markdown(summary), end="")

@@ -1,6 +1,6 @@
 """Generation throughput (``naflow_aug.generate``) as a ratio of raw batched NAS throughput, same run.
 
-The raw reference: the same noise source (``nas`` through ``naflow_aug.sampling``) called on the same
+The raw reference: the same noise source (``nas`` through ``naflow_aug.noise``) called on the same
 crops, already decoded and held in memory, in the same batches, with nothing written. The generator does
 everything else as well: scan the source, read and crop the PNGs (a reader thread), convert, write the
 parts (a writer thread), fsync, rename, and join them into the output file. Target: ratio >= 0.9.

@@ -383,7 +383,7 @@ def memory_probe(kind: str, weights: str, threads: int) -> dict:
     elif kind == "nas-1024-fast":
         run = lambda: model.sample(clean, reference=noisy, seeds=[0])  # noqa: E731
     elif kind == "tiled-nas-4000x3000":
-        from naflow_aug.sampling import make_noise_source
+        from naflow_aug.noise import make_noise_source
 
         source = make_noise_source("nas", model, tile_size=512, overlap=32)
         run = lambda: source(clean, reference=noisy, seeds=[0])  # noqa: E731

@@ -37,13 +37,13 @@ import torch
 
 import naflow_aug
 from naflow_aug.adapt import AdaptConfig
-from naflow_aug.baselines import fit_baselines
 from naflow_aug.data import sidd
 from naflow_aug.data.images import load_image
 from naflow_aug.evaluate import TRUE_CONFIG, HeldOutPair, noise_quality
-from naflow_aug.profiles import calibrate, pair_files
+from naflow_aug.noise import make_noise_source
+from naflow_aug.noise.baselines import fit_baselines
+from naflow_aug.noise.profiles import calibrate, pair_files
 from naflow_aug.runs import atomic_write_json
-from naflow_aug.sampling import make_noise_source
 
 SHARED = Path(os.environ.get("NAFLOW_AUG_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 NAM = SHARED / "data" / "nam-cc60"

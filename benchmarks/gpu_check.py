@@ -448,7 +448,7 @@ def section_quality(ck: Check) -> dict:
 
 
 def section_tiled_memory(ck: Check) -> dict:
-    from naflow_aug.sampling import make_noise_source
+    from naflow_aug.noise import make_noise_source
 
     h, w = ck.sizes.tiled_hw
     g = torch.Generator().manual_seed(0)

@@ -284,9 +284,9 @@ def figure(model, data: Path, split: str, path: Path, seed: int, crop: int = 128
 
     _, val = noise_quality._pairs(data, split)
     rows, seen = [], set()
-    for p in sorted(val, key=lambda p: (p.phone, -p.iso)):
-        if p.phone not in seen and p.cls in model.classes:
-            seen.add(p.phone)
+    for p in sorted(val, key=lambda p: (p.sidd.phone, -p.sidd.iso)):
+        if p.sidd.phone not in seen and p.cls in model.classes:
+            seen.add(p.sidd.phone)
             rows.append(p)
     g = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device

@@ -27,6 +27,7 @@ import naflow_aug
 from naflow_aug import metrics
 from naflow_aug.data import sidd
 from naflow_aug.data.images import load_image
+from naflow_aug.data.pairs import split_pairs
 from naflow_aug.evaluate import trim_to_multiple
 from naflow_aug.flow.noise_level import noise_std
 
@@ -35,12 +36,10 @@ SOURCES = {"NAS, model level (official)": "model", "NAS, reference level (defaul
 
 
 def _sidd_pairs(data: Path, split: str) -> list[tuple[str, str, str, Path, Path]]:
-    _, val = sidd.load_split(split)
-    keep = set(val)
+    _, val = split_pairs(sidd.scan_sidd_medium(data), split)
     return [
-        (f"{p.folder}/{p.noisy_path.name}", f"ISO {p.iso}", p.cls, p.clean_path, p.noisy_path)
-        for p in sidd.scan_sidd_medium(data)
-        if p.instance in keep
+        (f"{p.sidd.folder}/{p.noisy_path.name}", f"ISO {p.sidd.iso}", p.cls, p.clean_path, p.noisy_path)
+        for p in val
     ]
 
 

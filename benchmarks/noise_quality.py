@@ -6,8 +6,8 @@ prints KLD and AKLD (``naflow_aug.metrics``) against the real noise:
 
   (a) NAS: noise-aware sampling from the pair's own noisy image (no metadata),
   (b) the model's Gaussian of the pair's true configuration (metadata),
-  (c) baselines fitted on the training split (``naflow_aug.baselines.fit_baselines``): Gaussian noise with
-      each configuration's std, and per-configuration, per-channel Poisson-Gaussian noise;
+  (c) baselines fitted on the training split (``naflow_aug.noise.baselines.fit_baselines``): Gaussian noise
+      with each configuration's std, and per-configuration, per-channel Poisson-Gaussian noise;
 
 plus the top-1 / top-3 accuracy of the model's posterior over configurations. One table per camera
 (phone), one over all pairs, and the paper-style mean of the per-camera rows. A figure per camera shows
@@ -29,12 +29,13 @@ import torch
 
 import naflow_aug
 from naflow_aug import metrics
-from naflow_aug.baselines import fit_baselines
 from naflow_aug.data import sidd
 from naflow_aug.data.images import load_image
+from naflow_aug.data.pairs import Pair, split_pairs
 from naflow_aug.evaluate import TRUE_CONFIG, HeldOutPair, noise_quality, trim_to_multiple
+from naflow_aug.noise import make_noise_source
+from naflow_aug.noise.baselines import fit_baselines
 from naflow_aug.runs import atomic_write_json
-from naflow_aug.sampling import make_noise_source
 
 SHARED = Path(os.environ.get("NAFLOW_AUG_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 SOURCES = {
@@ -45,10 +46,8 @@ SOURCES = {
 }
 
 
-def _pairs(data: Path, split: str) -> tuple[list[sidd.SiddPair], list[sidd.SiddPair]]:
-    pairs = list(sidd.scan_sidd_medium(data))
-    train_ids, val_ids = (set(x) for x in sidd.load_split(split))
-    return [p for p in pairs if p.instance in train_ids], [p for p in pairs if p.instance in val_ids]
+def _pairs(data: Path, split: str) -> tuple[list[Pair], list[Pair]]:
+    return split_pairs(sidd.scan_sidd_medium(data), split)
 
 
 def _camera(cls: str) -> str:
@@ -170,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     model = naflow_aug.load(args.model, device=args.device)
     train_pairs, val_pairs = _pairs(data, args.split)
 
-    def read(p: sidd.SiddPair) -> tuple[torch.Tensor, torch.Tensor]:
+    def read(p: Pair) -> tuple[torch.Tensor, torch.Tensor]:
         return load_image(p.clean_path), load_image(p.noisy_path)
 
     baselines = fit_baselines((*read(p), p.cls) for p in train_pairs)
@@ -179,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         clean, noisy = read(p)
         if args.max_size:
             clean, noisy = (trim_to_multiple(x, model.size_multiple, args.max_size) for x in (clean, noisy))
-        name = f"{p.folder}/{p.noisy_path.name}"
+        name = f"{p.sidd.folder}/{p.noisy_path.name}"
         held_out.append(HeldOutPair(name=name, cls=p.cls, clean=clean, noisy=noisy))
     missing = sorted({p.cls for p in held_out} - set(baselines.classes))
     if missing:

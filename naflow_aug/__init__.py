@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 from .checkpoints import available_models, load, save_checkpoint  # noqa: E402
 from .flow import NAFlow, NAFlowConfig, SampleParams  # noqa: E402
-from .sampling import NoiseParams, NoiseSource, make_noise_source  # noqa: E402
+from .noise import NoiseParams, NoiseSource, make_noise_source  # noqa: E402
 
 __all__ = [
     "NAFlow",

@@ -57,6 +57,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from naflow_aug.flow.model import NAFlow
+from naflow_aug.images import round_nearest, to_float
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def _as_uint8(x: torch.Tensor, name: str) -> torch.Tensor:
     lo, hi = float(x.min()), float(x.max())
     if lo < 0 or hi > 1:
         raise ValueError(f"{name} values must lie in [0, 1], got min {lo:.4g} and max {hi:.4g}")
-    return (x.detach().float().cpu() * 255.0).round_().to(torch.uint8)
+    return round_nearest(x.detach().float().cpu())
 
 
 def adapt(
@@ -176,7 +177,8 @@ def adapt(
     The adapted model is ``base`` with one more class (``config.camera``, last) and the changed flow; the
     base model is not modified. ``info`` holds the steps, seconds, first and last losses (bits per pixel).
     """
-    from naflow_aug.train import TrainConfig, _Pair, _StepBatches, refit_prior
+    from naflow_aug.data.pairs import Pair
+    from naflow_aug.train import TrainConfig, _StepBatches, refit_prior
 
     config = config or AdaptConfig()
     if not isinstance(config, AdaptConfig):
@@ -214,7 +216,7 @@ def adapt(
         augment=True, class_balanced=False, dequantize=True, cond_noise_std=config.cond_noise_std,
         seed=config.seed,
     )  # fmt: skip
-    fake_pairs = [_Pair(Path(f"pair{i}_noisy"), Path(f"pair{i}_clean"), config.camera, str(i), *n.shape[1:])
+    fake_pairs = [Pair(Path(f"pair{i}_clean"), Path(f"pair{i}_noisy"), config.camera, str(i), *n.shape[1:])
                   for i, (n, _) in enumerate(images)]  # fmt: skip
     batches = _StepBatches(fake_pairs, [camera_id] * len(images), model.num_classes, train_config, 0, images)
     # ActNorm keeps its fitted statistics: train mode only matters for layers that initialise on first use
@@ -268,7 +270,7 @@ def _match_noise_std(model: nn.Module, images: list, config: AdaptConfig, iterat
     device, dtype = model.prior.mean.device, model.prior.mean.dtype
     m = model.size_multiple
     size = config.refit_max_size
-    crops = [[trim_to_multiple(x.float() / 255, m, size)[None].to(device, dtype) for x in p] for p in images]
+    crops = [[trim_to_multiple(to_float(x), m, size)[None].to(device, dtype) for x in p] for p in images]
     real = sum(float((n - c).pow(2).mean()) for n, c in crops) / len(crops)
     feats = [model.condition(c) for _, c in crops]
     g = torch.Generator().manual_seed(config.seed)
@@ -394,13 +396,44 @@ def fit_level(
     return level
 
 
-class CameraFlow(NAFlow):
-    """An adapted NAFlow whose :meth:`decode` ends with the camera's response (:func:`camera_response`):
-    its noise normalised over a window of ``window`` pixels, scaled to the camera's per-channel,
-    per-intensity ``level`` (C, K) fitted on the calibration pairs, and rounded to 8 bits if ``quantize``.
+class ResponseEngine:
+    """The sampling path's engine (:class:`naflow_aug.flow.nas.Engine`) of a :class:`CameraFlow`: ``inner``'s
+    (the fast or the layer engine), its decoded images passed through the camera's response. The features
+    carry the clean images, so that tiles get the response of their own clean tile."""
 
-    ``decode`` is therefore not the inverse of ``encode`` here; every sampling path (``sample``, the
-    noise sources, tiling) decodes through it.
+    def __init__(self, inner: Any, flow: CameraFlow) -> None:
+        self.inner, self.flow = inner, flow
+
+    @property
+    def prior(self) -> Any:
+        return self.inner.prior
+
+    @property
+    def classes(self) -> list[str]:
+        return self.inner.classes
+
+    @property
+    def size_multiple(self) -> int:
+        return self.inner.size_multiple
+
+    def clean_features(self, clean: Tensor) -> tuple[Tensor, Any]:
+        return clean, self.inner.clean_features(clean)
+
+    def to_latent(self, noisy: Tensor, features: tuple[Tensor, Any]) -> Tensor:
+        return self.inner.to_latent(noisy, features[1])
+
+    def to_image(self, z: Tensor, features: tuple[Tensor, Any]) -> Tensor:
+        clean, inner = features
+        return self.flow.respond(self.inner.to_image(z, inner), clean)
+
+
+class CameraFlow(NAFlow):
+    """An adapted NAFlow whose noise ends with the camera's response (:func:`camera_response`): its noise
+    normalised over a window of ``window`` pixels, scaled to the camera's per-channel, per-intensity
+    ``level`` (C, K) fitted on the calibration pairs, and rounded to 8 bits if ``quantize``.
+
+    :meth:`decode` and every sampling path (``sample``, the noise sources, tiling: :meth:`sampling_engine`)
+    apply it; ``decode`` is therefore not the inverse of ``encode`` here.
     """
 
     def __init__(self, config: Any, level: Tensor, window: float, quantize: bool) -> None:
@@ -410,17 +443,21 @@ class CameraFlow(NAFlow):
         self.register_buffer("response_level", level.detach().clone().float(), persistent=False)
         self.response_window = float(window)
         self.quantize = bool(quantize)
-        self.fast_sampling = False  # NAFlow.sample's fast path decodes without the response
+
+    def respond(self, noisy: Tensor, clean: Tensor) -> Tensor:
+        """The camera's output for the flow's (B, 3, H, W) ``noisy`` images of ``clean`` (not clamped)."""
+        return camera_response(noisy, clean, self.response_level, self.response_window, self.quantize)
 
     def decode(self, z: Tensor, clean: Tensor, features: list[Tensor] | None = None) -> Tensor:
-        # frozen: always the fast path (features recomputed), so that every sampling path rounds alike
-        if not self.training and not any(p.requires_grad for p in self.parameters()):
-            from naflow_aug.flow.fast import fast_sampler
+        return self.respond(super().decode(z, clean, features), clean)
 
-            noisy = fast_sampler(self).decode(z, clean).to(clean.dtype)
-        else:
-            noisy = super().decode(z, clean, features)
-        return camera_response(noisy, clean, self.response_level, self.response_window, self.quantize)
+    def sampling_engine(self) -> ResponseEngine:
+        return ResponseEngine(super().sampling_engine(), self)
+
+    def sample(self, clean: Tensor, *, features: list[Tensor] | None = None, **kwargs: Any) -> Any:
+        if features is not None:  # NAFlow.sample runs given features on its bare layers
+            raise ValueError("a CameraFlow samples without precomputed features (features=None)")
+        return super().sample(clean, **kwargs)
 
 
 def with_response(model: nn.Module, level: Tensor, window: float, quantize: bool) -> CameraFlow:

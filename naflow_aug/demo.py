@@ -7,7 +7,7 @@
    (``data/split.toml``; ``data/train`` is a view of the training instances);
 2. NAFlow trained on the training instances (:func:`naflow_aug.train.train`, cpu preset), or a given model;
 3. the fitted baselines (Gaussian / Poisson-Gaussian per configuration) of the training pairs;
-4. a noise profile calibrated from the calibration pairs of one camera (:mod:`naflow_aug.profiles`);
+4. a noise profile calibrated from the calibration pairs of one camera (:mod:`naflow_aug.noise.profiles`);
 5. noise quality on the held-out pairs (:mod:`naflow_aug.evaluate`): KLD / AKLD, posterior accuracy;
 6. an HDF5 of synthetic NAS pairs of the training images (:func:`naflow_aug.generate.generate`);
 7. one DnCNN per noise source, scored on the held-out pairs (:func:`naflow_aug.bench.run_benchmark`);
@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from naflow_aug.data.pairs import Pair, select_instances
+from naflow_aug.images import round_nearest
 from naflow_aug.runs import atomic_write_json, atomic_write_text, dumps_toml
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,8 @@ __all__ = ["SIZES", "DemoSize", "run_demo"]
 
 @dataclass(frozen=True)
 class DemoSize:
-    """How big a demo run is. ``default``: about 10-15 minutes on 2 CPU cores; ``tiny``: a minute."""
+    """How big a demo run is. ``default``: the full run (its time: README); ``tiny``: a smoke test of every
+    stage."""
 
     name: str
     # simulated camera
@@ -141,16 +144,15 @@ class _Data:
     root: Path  # the SIDD-layout folder holding every pair
     split: Path  # split TOML: train = training instances, val = held-out test instances
     train_view: Path  # SIDD-layout folder of links to the training instance folders
-    pairs: list[Any]  # SiddPair of every pair
+    pairs: list[Pair]  # every pair
     train_ids: list[str]
     test_ids: list[str]
     calib_ids: list[str]
     calib_class: str
     simulated: bool
 
-    def select(self, ids: list[str]) -> list[Any]:
-        keep = set(ids)
-        return [p for p in self.pairs if p.instance in keep]
+    def select(self, ids: list[str]) -> list[Pair]:
+        return select_instances(self.pairs, ids)
 
 
 def _split_instances(
@@ -158,7 +160,7 @@ def _split_instances(
 ) -> tuple[list[str], list[str], list[str], str]:
     """(train, test, calibration instance ids, calibration class): held-out scenes' instances are split
     into calibration (the first instance of the noisiest held-out camera that has two or more) and test."""
-    held = sorted({p.instance for p in pairs if p.scene in set(heldout_scenes)})
+    held = sorted({p.instance for p in pairs if p.sidd.scene in set(heldout_scenes)})
     train = sorted({p.instance for p in pairs} - set(held))
     by_class: dict[str, list[str]] = {}
     for p in pairs:
@@ -216,7 +218,7 @@ def _prepare_data(
                 f"data must be a SIDD-Medium folder (Data/<instance folders>), got {str(data)!r}"
             )
     pairs = list(scan_sidd_medium(root, progress=progress))
-    scenes = sorted({p.scene for p in pairs})
+    scenes = sorted({p.sidd.scene for p in pairs})
     if simulated:
         held_scenes = scenes[-size.heldout_scenes :]
     else:
@@ -275,7 +277,7 @@ def _read_pairs(pairs: list[Any], crop: int, multiple: int = 8) -> list[Any]:
     for p in pairs:
         clean = trim_to_multiple(load_image(p.clean_path), multiple, crop)
         noisy = trim_to_multiple(load_image(p.noisy_path), multiple, crop)
-        out.append(HeldOutPair(f"{p.folder}/{p.shot}", p.cls, clean, noisy))
+        out.append(HeldOutPair(p.name, p.cls, clean, noisy))
     return out
 
 
@@ -289,10 +291,6 @@ def _spread(pairs: list[Any], k: int) -> list[Any]:
     for i in range(max((len(v) for v in by_class.values()), default=0)):
         out += [v[i] for _, v in sorted(by_class.items()) if i < len(v)]
     return out[:k]
-
-
-def _to_uint8(x: torch.Tensor) -> torch.Tensor:
-    return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _training_pairs(d: _Data, size: DemoSize, seed: int, progress: bool) -> Any:
@@ -312,7 +310,9 @@ def _training_pairs(d: _Data, size: DemoSize, seed: int, progress: bool) -> Any:
     for i in tqdm(range(len(ds)), desc="training crops", unit="image", disable=not progress, leave=False):
         for _ in range(size.train_crops_per_image):
             it = ds[i]
-            items.append({"clean": _to_uint8(it["clean"]), "noisy": _to_uint8(it["noisy"]), "cls": it["cls"]})
+            items.append(
+                {"clean": round_nearest(it["clean"]), "noisy": round_nearest(it["noisy"]), "cls": it["cls"]}
+            )
     return items
 
 
@@ -363,7 +363,7 @@ def _train_naflow(
 
 
 def _calibrate(out: Path, net: Any, calib: list[Any], progress: bool) -> Path:
-    from naflow_aug.profiles import calibrate
+    from naflow_aug.noise.profiles import calibrate
 
     path = out / "profile.json"
     if not path.is_file():
@@ -489,14 +489,14 @@ def _figure_samples(net: Any, test: list[Any], sources: dict[str, Any], k: int, 
         fake = {}
         for name, src in sources.items():
             labels = [p.cls] if p.cls in (getattr(src, "classes", None) or ()) else None
-            fake[name] = src(p.clean[None], reference=p.noisy[None], labels=labels, generator=g)[0][0]
+            fake[name] = src(p.clean[None], reference=p.noisy[None], configs=labels, generator=g)[0][0]
         examples.append({"name": p.name, "cls": p.cls, "clean": p.clean, "noisy": p.noisy, "fake": fake})
     maps: dict[str, torch.Tensor] = {"real": torch.zeros(9, 9, dtype=torch.float64)}
     for p in test:
         maps["real"] += metrics.noise_correlation_map(p.noisy, p.clean, radius=4) / len(test)
         for name, src in sources.items():
             labels = [p.cls] if p.cls in (getattr(src, "classes", None) or ()) else None
-            fake = src(p.clean[None], reference=p.noisy[None], labels=labels, generator=g)[0][0]
+            fake = src(p.clean[None], reference=p.noisy[None], configs=labels, generator=g)[0][0]
             cmap = metrics.noise_correlation_map(fake.float(), p.clean, radius=4) / len(test)
             maps[name] = maps.get(name, torch.zeros_like(cmap)) + cmap
     return {"examples": examples, "correlation": maps}
@@ -523,8 +523,7 @@ def run_demo(
     or a checkpoint path to use instead of training NAFlow. ``size``: ``"default"`` or ``"tiny"``.
     ``resume``: continue (or, when finished, only re-read) the run in ``out``; without it ``out`` must be
     new or empty. ``threads``: torch CPU threads during the run, restored afterwards (0: leave as is);
-    1 is the default because two threads on a busy 2-core machine ran the NAFlow step 17x slower
-    (8.5 s vs 0.5 s measured here while other jobs ran).
+    1 is the default: on a busy machine more threads than free cores slow the NAFlow step down (README).
     """
     if not isinstance(threads, int) or threads < 0:
         raise ValueError(f"threads must be an integer >= 0, got {threads!r}")
@@ -552,9 +551,9 @@ def _run_demo(
 ) -> dict[str, Any]:
     import naflow_aug
     from naflow_aug import bench, report
-    from naflow_aug.baselines import Baselines
     from naflow_aug.evaluate import TRUE_CONFIG, noise_quality
-    from naflow_aug.sampling import make_noise_source
+    from naflow_aug.noise.baselines import Baselines
+    from naflow_aug.noise.registry import make_noise_source
 
     spec = _size(size)
     out = Path(out)

@@ -1,7 +1,7 @@
 """Noise quality on held-out real pairs: KLD / AKLD of any noise source, NAFlow's posterior accuracy.
 
 ``noise_quality(pairs, sources, model=...)`` is the evaluation the demo report (and the noise-quality
-benchmark) shows: every noise source of :mod:`naflow_aug.sampling` makes synthetic noisy versions of each
+benchmark) shows: every noise source of :mod:`naflow_aug.noise` makes synthetic noisy versions of each
 held-out clean image, and KLD / AKLD (:mod:`naflow_aug.metrics`) compare them with the real noisy image,
 overall and per camera configuration. With a model, the posterior top-1 / top-3 accuracy says how often
 the pair's true configuration is (among) the most likely of the model's configurations.
@@ -102,10 +102,10 @@ def noise_quality(
 ) -> dict[str, Any]:
     """KLD / AKLD of each noise source against the real noise of ``pairs``, overall and per configuration.
 
-    ``sources``: display name -> a noise source (:func:`naflow_aug.sampling.make_noise_source`) or the
+    ``sources``: display name -> a noise source (:func:`naflow_aug.noise.make_noise_source`) or the
     string :data:`TRUE_CONFIG` (the model's Gaussian of each pair's own configuration; pairs whose
     configuration the model lacks are skipped). Each source gets each pair's real noisy image as its
-    reference and the pair's configuration as its label. ``only_classes`` limits a source to pairs of
+    reference and the pair's configuration as its ``configs``. ``only_classes`` limits a source to pairs of
     some configurations (e.g. a profile calibrated on one camera). ``samples`` draws per pair, all from
     ``generator``. With ``model`` the result also holds the posterior accuracy (``'posterior'``).
 
@@ -140,8 +140,8 @@ def noise_quality(
                     seed = int(torch.randint(0, 2**62, (), generator=g))
                     fake = model.sample(clean.to(device), config=pair.cls, seeds=[seed]).cpu()
                 else:
-                    labels = [pair.cls] if pair.cls in (getattr(source, "classes", None) or ()) else None
-                    fake, _ = source(clean, reference=noisy, labels=labels, generator=g)
+                    configs = [pair.cls] if pair.cls in (getattr(source, "classes", None) or ()) else None
+                    fake, _ = source(clean, reference=noisy, configs=configs, generator=g)
                 fake = fake.float().cpu()
                 per.setdefault(pair.cls, []).append(
                     (float(metrics.kld(noisy, fake, clean)), float(metrics.akld(noisy, fake, clean)))

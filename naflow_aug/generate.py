@@ -41,7 +41,10 @@ from tqdm.auto import tqdm
 import naflow_aug
 from naflow_aug.data import hdf5
 from naflow_aug.data.images import image_size, read_image
-from naflow_aug.data.sources import source_kind
+from naflow_aug.data.pairs import UNLABELLED, Pair
+from naflow_aug.data.sources import scan_source
+from naflow_aug.images import samples_to_hwc, to_float
+from naflow_aug.noise.registry import NoiseSpec, make_noise_source, parse_noise_spec
 from naflow_aug.noise_inputs import record_inputs, require_unchanged
 from naflow_aug.output_lock import output_lock
 from naflow_aug.runs import atomic_write_json
@@ -142,55 +145,6 @@ def sample_seeds(seed: int, indices: Sequence[int] | np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- sources
 
 
-@dataclass(frozen=True)
-class SourceImage:
-    """One source image: its clean file, the real noisy counterpart (or None) and its class (or None)."""
-
-    clean: Path
-    noisy: Path | None = None
-    label: str | None = None
-
-
-def scan_source(root: str | os.PathLike, kind: SourceKind = "auto") -> list[SourceImage]:
-    """The images of a source, sorted, as ``SourceImage`` records (file names only; no pixels read).
-
-    ``sidd``: SIDD-Medium layout (``Data/<instance folder>/<inst>_{GT,NOISY}_SRGB_01x.PNG``);
-    ``paired``: a folder with ``noisy/`` and ``clean/`` subfolders (see ``naflow_aug.data.folders``) or a
-    CSV manifest (``noisy,clean[,class]``); ``clean``: every image below the folder. ``auto`` picks by what
-    the folder holds. A cache (``naflow-aug prepare``) of any of these reads as its source.
-    """
-    from naflow_aug.data import folders
-
-    root = Path(root)
-    manifest = root.is_file() and root.suffix.lower() == ".csv"
-    if not root.is_dir() and not manifest:
-        raise ValueError(f"source {root} is neither a folder nor a CSV manifest of pairs")
-    if kind == "auto":
-        kind = source_kind(root)
-    if kind == "sidd":
-        from naflow_aug.data.sidd import scan_sidd_medium
-
-        pairs = scan_sidd_medium(root, check_sizes=False)
-        records = [SourceImage(p.clean_path, p.noisy_path, p.cls) for p in pairs]
-    elif kind == "paired":
-        pairs = folders.scan_paired_folders(
-            None if manifest else root, manifest=root if manifest else None, check_sizes=False
-        )
-        records = [
-            SourceImage(p.clean_path, p.noisy_path, None if p.cls == folders.UNLABELLED else p.cls)
-            for p in pairs
-        ]
-    elif kind == "clean":
-        if manifest:
-            raise ValueError(f"a CSV manifest ({root}) lists pairs; use source kind 'paired'")
-        records = [SourceImage(p) for p in folders.iter_images(root)]
-    else:
-        raise ValueError(f"source kind must be auto, sidd, paired or clean, got {kind!r}")
-    if not records:
-        raise ValueError(f"source {root} holds no images (looked for a {kind} source)")
-    return records
-
-
 def _relative(path: Path, root: Path) -> str:
     return os.path.relpath(path, root)
 
@@ -203,7 +157,7 @@ class Plan:
     """The deterministic work list: sample ``i`` is crop (``top[i]``, ``left[i]``) of image ``image[i]``."""
 
     root: Path
-    images: list[SourceImage]
+    images: list[Pair]
     image: np.ndarray  # (N,) int32 index into images
     top: np.ndarray  # (N,) int32
     left: np.ndarray  # (N,) int32
@@ -226,8 +180,8 @@ class Plan:
     def digest(self) -> str:
         h = hashlib.sha256()
         for rec in self.images:
-            noisy = _relative(rec.noisy, self.root) if rec.noisy else ""
-            h.update(f"{_relative(rec.clean, self.root)}|{noisy}\n".encode())
+            noisy = _relative(rec.noisy_path, self.root) if rec.noisy_path else ""
+            h.update(f"{_relative(rec.clean_path, self.root)}|{noisy}\n".encode())
         for arr in (self.image, self.top, self.left):
             h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()
@@ -243,14 +197,15 @@ def make_plan(config: GenerateConfig) -> Plan:
     c, stride = config.crop, config.stride or config.crop
     image_ids, tops, lefts = [], [], []
     for j, rec in enumerate(images):
-        h, w = image_size(rec.clean)
-        if rec.noisy is not None and image_size(rec.noisy) != (h, w):
+        h, w = image_size(rec.clean_path)
+        if rec.noisy_path is not None and image_size(rec.noisy_path) != (h, w):
             raise ValueError(
-                f"{rec.noisy} is {image_size(rec.noisy)} but its clean image {rec.clean} is {(h, w)}"
+                f"{rec.noisy_path} is {image_size(rec.noisy_path)} but its clean image {rec.clean_path} is "
+                f"{(h, w)}"
             )
         if c > h or c > w:
             raise ValueError(
-                f"crop {c} is larger than image {rec.clean} ({h}x{w}); choose crop <= {min(h, w)}"
+                f"crop {c} is larger than image {rec.clean_path} ({h}x{w}); choose crop <= {min(h, w)}"
             )
         if config.crops == "grid":
             boxes = [(t, left) for t in range(0, h - c + 1, stride) for left in range(0, w - c + 1, stride)]
@@ -303,7 +258,7 @@ class NoiseFunction(Protocol):
 
 
 class SourceNoise:
-    """A noise source of ``naflow_aug.sampling`` (any ``--noise`` spelling) as a noise function.
+    """A noise source of ``naflow_aug.noise`` (any ``--noise`` spelling) as a noise function.
 
     Model sources record their mixture weights over the model's classes; baselines that pick a
     configuration record it one-hot; sources without classes (``gaussian:<sigma>``, ``real``, the
@@ -311,7 +266,7 @@ class SourceNoise:
     """
 
     def __init__(self, source: Any):
-        from naflow_aug.sampling import BaselineSource
+        from naflow_aug.noise.baseline_sources import BaselineSource
 
         self.source = source
         self.mode = source.spec
@@ -325,7 +280,7 @@ class SourceNoise:
         if self._use_labels and labels is not None and any(label is None for label in labels):
             labels = None
         noisy, params = self.source(
-            clean, reference=reference, labels=labels if self._use_labels else None, seeds=seeds
+            clean, reference=reference, configs=labels if self._use_labels else None, seeds=seeds
         )
         if params.weights is not None:
             weights = params.weights
@@ -337,16 +292,16 @@ class SourceNoise:
         return noisy, weights
 
 
-def load_noise(model: str, noise: str, device: str | torch.device | None) -> tuple[SourceNoise, str]:
+def load_noise(
+    model: str, noise: str | NoiseSpec, device: str | torch.device | None
+) -> tuple[SourceNoise, str]:
     """The noise function for ``noise`` (loading ``model``, a bundled name or a checkpoint path, when the
     source needs one) and the model checkpoint's SHA-256 ("" for sources without a model)."""
-    from naflow_aug.sampling import MODEL_KINDS, make_noise_source, parse_noise_spec
-
-    kind, _ = parse_noise_spec(noise)
-    if kind not in MODEL_KINDS:
-        return SourceNoise(make_noise_source(noise, device=device)), ""
+    spec = parse_noise_spec(noise)
+    if not spec.needs_model:
+        return SourceNoise(make_noise_source(spec, device=device)), ""
     loaded = naflow_aug.load(model, device=device)
-    source = make_noise_source(noise, loaded, device=device)
+    source = make_noise_source(spec, loaded, device=device)
     return SourceNoise(source), str(getattr(loaded, "checkpoint_sha256", ""))
 
 
@@ -370,8 +325,8 @@ def _crop(image: np.ndarray, top: int, left: int, c: int) -> np.ndarray:
 _DECODE_THREADS = max(1, min(4, (os.cpu_count() or 1) // 2))
 
 
-def _load_pair(rec: SourceImage, with_reference: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    return read_image(rec.clean), (read_image(rec.noisy) if with_reference else None)
+def _load_pair(rec: Pair, with_reference: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    return read_image(rec.clean_path), (read_image(rec.noisy_path) if with_reference else None)
 
 
 def _read_rows(
@@ -452,10 +407,10 @@ def _batches_with(
                     ],
                     axis=1,
                 ).astype(np.int32),
-                "source": [_relative(r.clean, plan.root) for r in recs],
-                "reference": [_relative(r.noisy, plan.root) if with_reference else "" for r in recs],
+                "source": [_relative(r.clean_path, plan.root) for r in recs],
+                "reference": [_relative(r.noisy_path, plan.root) if with_reference else "" for r in recs],
                 "noise": [mode] * len(idx),
-                "label": [r.label or "" for r in recs],
+                "label": ["" if r.cls == UNLABELLED else r.cls for r in recs],
             }
             yield _Batch(p, b0 - start, idx, clean, reference, meta)
 
@@ -577,13 +532,8 @@ class _Writer(threading.Thread):
             raise self._wrapped_error()
 
 
-def _to_uint8_hwc(x: torch.Tensor) -> np.ndarray:
-    return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 def _to_float_bchw(x: np.ndarray, device: torch.device) -> torch.Tensor:
-    t = torch.from_numpy(x).to(device, non_blocking=True)
-    return t.permute(0, 3, 1, 2).float().div_(255.0)
+    return to_float(torch.from_numpy(x).to(device, non_blocking=True).permute(0, 3, 1, 2))
 
 
 def _run_parts(
@@ -605,7 +555,7 @@ def _run_parts(
             if not bool(torch.isfinite(noisy).all()):  # would be written as black images
                 raise ValueError(f"the noise model made NaN/Inf samples (batch at sample {batch.indices[0]})")
             batch.meta["weights"] = weights.detach().float().cpu().numpy()
-            writer.put((batch, _to_uint8_hwc(noisy)))
+            writer.put((batch, samples_to_hwc(noisy)))
             done += len(batch.indices)
             bar.update(len(batch.indices))
         writer.finish()
@@ -731,11 +681,12 @@ def generate(
 
         inputs: dict[str, Any] = {}  # a given noise_fn: its maker vouches for it (and passes model_sha)
         if noise_fn is None:
-            noise_fn, sha = load_noise(config.model, config.noise, _resolve_device(config.device, world))
+            noise = parse_noise_spec(config.noise)
+            noise_fn, sha = load_noise(config.model, noise, _resolve_device(config.device, world))
             model_sha = sha if model_sha is None else model_sha
-            inputs = record_inputs(config.noise, config.model, sha)
+            inputs = record_inputs(noise, config.model, sha)
         plan = make_plan(config)
-        if noise_fn.needs_reference and any(rec.noisy is None for rec in plan.images):
+        if noise_fn.needs_reference and any(rec.noisy_path is None for rec in plan.images):
             raise ValueError(
                 f"noise {config.noise!r} needs each crop's real noisy counterpart, but {config.source} is a "
                 "clean-only source; use random, config:<name> or profile:<file>"
@@ -948,7 +899,7 @@ def verify(
             if not bool(torch.isfinite(noisy).all()):
                 problems.append(f"the regenerated noisy samples {idx.tolist()} hold NaN or Inf values")
                 return report
-            made = _to_uint8_hwc(noisy).astype(np.int16)
+            made = samples_to_hwc(noisy).astype(np.int16)
             for i, a, b in zip(idx, made, stored_noisy, strict=True):
                 d = int(np.abs(a - b.astype(np.int16)).max())
                 max_diff = max(max_diff, d)

@@ -1,6 +1,6 @@
 """Noise-quality and denoising metrics: KLD, AKLD, PSNR, SSIM and the noise correlation map.
 
-Definitions follow ``shared/reference/metrics.md`` (the official NAFlow evaluation): all inputs are
+Definitions follow the official NAFlow evaluation (KLD / AKLD after NoiseFlow): all inputs are
 float images in [0, 1], noise = noisy - clean. Every function is batched: it takes ``(B, C, H, W)``
 tensors and returns one value per item, shape ``(B,)`` (a ``(C, H, W)`` input gives a 0-dim tensor).
 They run on whatever device the inputs are on and never change the inputs.

@@ -12,27 +12,26 @@ from pathlib import Path
 from typing import Any
 
 from naflow_aug.checkpoints import resolve
+from naflow_aug.noise.registry import parse_noise_spec
+from naflow_aug.noise.spec import NoiseSpec
 from naflow_aug.runs import sha256_file
-from naflow_aug.sampling import MODEL_KINDS, parse_noise_spec
 
 # what each role is called in messages
 _ROLE_NAMES = {"model": "model checkpoint", "profile": "noise profile", "weights": "weights file",
                "baselines": "baselines file"}  # fmt: skip
 
 
-def noise_input_files(noise: str, model: str | os.PathLike | None) -> dict[str, Path]:
+def noise_input_files(noise: str | NoiseSpec, model: str | os.PathLike | None) -> dict[str, Path]:
     """``{role: resolved path}`` of the files whose content shapes the noise of ``noise`` made with ``model``
     (a bundled name or a checkpoint path; read only by the model sources)."""
-    kind, arg = parse_noise_spec(noise)
+    spec = parse_noise_spec(noise)
     files: dict[str, Path] = {}
-    if kind in MODEL_KINDS:
+    if spec.needs_model:
         files["model"] = resolve("sidd-mini" if model is None else model).resolve()
-    if kind == "profile" and arg is not None:
-        files["profile"] = Path(arg).resolve()
-    elif kind == "weights" and arg is not None and Path(arg).is_file():
-        files["weights"] = Path(arg).resolve()  # else the weights are written inline
-    elif kind in ("gaussian-per-config", "poisson-gaussian") and arg is not None:
-        files["baselines"] = Path(arg).resolve()
+    role = spec.info.input_file
+    # weights may be written inline instead of in a file
+    if role is not None and spec.arg is not None and (role != "weights" or Path(spec.arg).is_file()):
+        files[role] = Path(spec.arg).resolve()
     return files
 
 
@@ -73,7 +72,7 @@ def changed_inputs(
 
 
 def record_inputs(
-    noise: str, model: str | os.PathLike | None, model_sha: str = ""
+    noise: str | NoiseSpec, model: str | os.PathLike | None, model_sha: str = ""
 ) -> dict[str, dict[str, str]]:
     """:func:`hash_inputs` of :func:`noise_input_files`; ``model_sha``: the checkpoint's digest if known."""
     return hash_inputs(noise_input_files(noise, model), known={"model": model_sha} if model_sha else None)

@@ -8,13 +8,15 @@ decode that saw at least ``overlap`` pixels of context around it; nothing is ave
 variance does not dip where tiles meet (blending two independent noise fields would). Encoding (for NAS) is
 tiled the same way: the latents of the cores are stitched into one ``z`` for the whole image, so the NAS
 posterior is computed once per image, as if untiled.
+
+This module is the geometry (padding, tile boxes, stitching); the sampling path runs the model on the
+tiles (`naflow_aug.flow.nas.CleanBatch`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -102,7 +104,7 @@ def make_tiles(height: int, width: int, multiple: int, tile_size: int | None, ov
     return tiles
 
 
-def _run_tiled(
+def run_tiled(
     fn: Callable[[tuple[int, int, int, int]], torch.Tensor],
     tiles: list[Tile],
     out_size: tuple[int, int],
@@ -121,64 +123,3 @@ def _run_tiled(
         ]
     assert out is not None
     return out
-
-
-@contextmanager
-def _tiles_unchecked(model, check: Callable[[torch.nn.Module], None]) -> Iterator[None]:
-    """Runs a NAFlow's input ``check`` on the whole images once (its value check is a host read-back: a
-    GPU sync), then lets the tiles skip the value check; their shapes are still checked."""
-    net = getattr(model, "model", model)  # a FastNAFlow wraps its NAFlow
-    before = getattr(net, "validate_inputs", None)
-    if before is None:  # another model: its own checks, per tile
-        yield
-        return
-    check(net)
-    net.validate_inputs = False
-    try:
-        yield
-    finally:
-        net.validate_inputs = before
-
-
-def encode_tiled(
-    model,
-    noisy: torch.Tensor,
-    clean: torch.Tensor,
-    *,
-    tile_size: int | None = DEFAULT_TILE_SIZE,
-    overlap: int = DEFAULT_OVERLAP,
-) -> torch.Tensor:
-    """Latent ``z`` (B, C, H/m, W/m) of padded (B, 3, H, W) images, stitched from tile cores."""
-    m = model.size_multiple
-    tiles = make_tiles(clean.shape[-2], clean.shape[-1], m, tile_size, overlap)
-    if len(tiles) == 1:
-        return model.encode(noisy, clean)[0]
-
-    def encode_box(box: tuple[int, int, int, int]) -> torch.Tensor:
-        y0, y1, x0, x1 = box
-        return model.encode(noisy[..., y0:y1, x0:x1], clean[..., y0:y1, x0:x1])[0]
-
-    with _tiles_unchecked(model, lambda net: net._check_pair(noisy, clean)):
-        return _run_tiled(encode_box, tiles, (clean.shape[-2] // m, clean.shape[-1] // m), m)
-
-
-def decode_tiled(
-    model,
-    z: torch.Tensor,
-    clean: torch.Tensor,
-    *,
-    tile_size: int | None = DEFAULT_TILE_SIZE,
-    overlap: int = DEFAULT_OVERLAP,
-) -> torch.Tensor:
-    """``model.decode(z, clean)`` for padded (B, 3, H, W) ``clean``, tile by tile; not clamped."""
-    m = model.size_multiple
-    tiles = make_tiles(clean.shape[-2], clean.shape[-1], m, tile_size, overlap)
-    if len(tiles) == 1:
-        return model.decode(z, clean)
-
-    def decode_box(box: tuple[int, int, int, int]) -> torch.Tensor:
-        y0, y1, x0, x1 = box
-        return model.decode(z[..., y0 // m : y1 // m, x0 // m : x1 // m], clean[..., y0:y1, x0:x1])
-
-    with _tiles_unchecked(model, lambda net: net._check_images(clean, "clean")):
-        return _run_tiled(decode_box, tiles, (clean.shape[-2], clean.shape[-1]), 1)

@@ -32,9 +32,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .data.images import read_crop
-from .data.sidd import _load_uint8
+from .data.images import load_uint8, read_crop
+from .data.pairs import Pair, split_pairs
 from .devices import check_device
+from .images import to_float
 from .runs import RunDir, atomic_torch_save, build_seeded, config_from_dict, config_to_dict, read_toml
 
 logger = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ class TrainConfig:
 PRESETS: dict[str, TrainConfig] = {
     # The paper's protocol (GPU, full SIDD-Medium): 100k steps, 160x160 crops, batch 8, class-balanced.
     "paper": TrainConfig(preset="paper", num_workers=8),
-    # Minutes on 2 CPU cores (../shared/data/sidd-medium-mini or a simulated camera): 64x64 crops and
+    # Minutes on 2 CPU cores (sidd-medium-mini or a simulated camera): 64x64 crops and
     # the per-configuration means/stds at a 50x larger rate (measured the largest gain on CPU runs).
     "cpu": TrainConfig(
         preset="cpu",
@@ -218,50 +219,39 @@ def config_for_resume(run_dir: str | os.PathLike) -> TrainConfig | None:
 # ------------------------------------------------------------------------------------------------ data
 
 
-@dataclass(frozen=True)
-class _Pair:
-    noisy: Path
-    clean: Path
-    label: str
-    instance: str
-    height: int
-    width: int
-
-
-def _scan_pairs(root: Path) -> list[_Pair]:
-    """The pairs of a SIDD-Medium folder or of a cache of one (``naflow-aug prepare``)."""
+def _scan_pairs(root: Path) -> list[Pair]:
+    """The pairs of a SIDD-Medium folder or of a cache of one (``naflow-aug prepare``), sizes filled in."""
     from .data import sidd
 
-    return [_Pair(p.noisy_path, p.clean_path, p.cls, p.instance, p.height, p.width)
-            for p in sidd.scan_sidd_medium(root)]
+    return list(sidd.scan_sidd_medium(root))
 
 
-def _split_pairs(pairs: list[_Pair], config: TrainConfig) -> tuple[list[_Pair], list[_Pair], str]:
+def _split_pairs(pairs: list[Pair], config: TrainConfig) -> tuple[list[Pair], list[Pair], str]:
     """(train, validation, description) split by scene instance."""
     if config.split:
         from .data import sidd
 
-        train_ids, val_ids = (set(ids) for ids in sidd.load_split(config.split))
-        left_out = sorted({p.instance for p in pairs} - val_ids - train_ids)
+        train_ids, val_ids = sidd.load_split(config.split)
+        left_out = sorted({p.instance for p in pairs} - set(val_ids) - set(train_ids))
         if left_out:
             logger.warning("%d instances are in neither part of split %s; left out: %s",
                            len(left_out), config.split, left_out[:10])
-        train = [p for p in pairs if p.instance in train_ids]
-        val = [p for p in pairs if p.instance in val_ids]
-        return train, val, f"split {config.split}: validation instances {sorted(val_ids)}"
+        train, val = split_pairs(pairs, (train_ids, val_ids))
+        return train, val, f"split {config.split}: validation instances {val_ids}"
     instances = sorted({p.instance for p in pairs})
     rng = np.random.default_rng(config.seed)
     n_val = max(1, round(len(instances) * config.val_fraction)) if len(instances) > 1 else 0
     val_ids = set(rng.choice(instances, size=n_val, replace=False).tolist()) if n_val else set()
-    train = [p for p in pairs if p.instance not in val_ids]
-    val = [p for p in pairs if p.instance in val_ids]
+    train, val = split_pairs(pairs, (set(instances) - val_ids, val_ids))
     return train, val, f"validation instances {sorted(val_ids)} (held out at random, seed {config.seed})"
 
 
-def _read_pair(pair: _Pair) -> tuple[torch.Tensor, torch.Tensor]:
-    noisy, clean = _load_uint8(pair.noisy), _load_uint8(pair.clean)
+def _read_pair(pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
+    noisy, clean = load_uint8(pair.noisy_path), load_uint8(pair.clean_path)
     if noisy.shape != clean.shape:
-        raise ValueError(f"{pair.noisy} is {tuple(noisy.shape)} but {pair.clean} is {tuple(clean.shape)}")
+        raise ValueError(
+            f"{pair.noisy_path} is {tuple(noisy.shape)} but {pair.clean_path} is {tuple(clean.shape)}"
+        )
     return noisy, clean
 
 
@@ -277,7 +267,7 @@ class _StepBatches(torch.utils.data.Dataset):
     A pure function of (seed, step, rank), so DataLoader workers and resumes see the same stream.
     """
 
-    def __init__(self, pairs: list[_Pair], class_ids: list[int], num_classes: int, config: TrainConfig,
+    def __init__(self, pairs: list[Pair], class_ids: list[int], num_classes: int, config: TrainConfig,
                  rank: int, images: list[tuple[torch.Tensor, torch.Tensor]] | None):
         self.pairs = pairs
         self.class_ids = class_ids
@@ -308,7 +298,7 @@ class _StepBatches(torch.utils.data.Dataset):
             pair = self.pairs[i]
             h, w = pair.height, pair.width
             if h < s or w < s:
-                raise ValueError(f"{pair.noisy} is {h}x{w}, smaller than crop_size {s}")
+                raise ValueError(f"{pair.noisy_path} is {h}x{w}, smaller than crop_size {s}")
             y = int(torch.randint(h - s + 1, (1,), generator=g))
             x = int(torch.randint(w - s + 1, (1,), generator=g))
             if self.images is not None:
@@ -316,14 +306,14 @@ class _StepBatches(torch.utils.data.Dataset):
                 n_crop, c_crop = n_img[:, y : y + s, x : x + s], c_img[:, y : y + s, x : x + s]
             else:  # only the window is read from a cache's arrays (a PNG is decoded whole)
                 n_crop, c_crop = (torch.from_numpy(read_crop(p, y, x, s, s)).permute(2, 0, 1)
-                                  for p in (pair.noisy, pair.clean))
+                                  for p in (pair.noisy_path, pair.clean_path))
             if c.augment:
                 t = int(torch.randint(8, (1,), generator=g))
                 n_crop, c_crop = _dihedral(n_crop, t), _dihedral(c_crop, t)
             noisy.append(n_crop)
             clean.append(c_crop)
-        noisy_t = torch.stack(noisy).float() / 255.0
-        clean_t = torch.stack(clean).float() / 255.0
+        noisy_t = to_float(torch.stack(noisy))
+        clean_t = to_float(torch.stack(clean))
         if c.dequantize:
             noisy_t = noisy_t + (torch.rand(noisy_t.shape, generator=g) - 0.5) / 256.0
         cond = clean_t
@@ -481,7 +471,7 @@ class _ValSet:
     names: list[str]
 
 
-def _make_val_set(pairs: list[_Pair], classes: Sequence[str], config: TrainConfig) -> _ValSet:
+def _make_val_set(pairs: list[Pair], classes: Sequence[str], config: TrainConfig) -> _ValSet:
     index = {c: i for i, c in enumerate(classes)}
     chosen = pairs[: config.val_max_pairs] if config.val_max_pairs else pairs
     out = _ValSet([], [], [], [])
@@ -493,10 +483,10 @@ def _make_val_set(pairs: list[_Pair], classes: Sequence[str], config: TrainConfi
         else:
             th, tw = h - h % 8, w - w % 8
         y, x = (h - th) // 2, (w - tw) // 2
-        out.noisy.append(noisy[None, :, y : y + th, x : x + tw].float() / 255.0)
-        out.clean.append(clean[None, :, y : y + th, x : x + tw].float() / 255.0)
-        out.labels.append(index.get(pair.label, -1))
-        out.names.append(f"{pair.instance}:{pair.noisy.name}")
+        out.noisy.append(to_float(noisy[None, :, y : y + th, x : x + tw]))
+        out.clean.append(to_float(clean[None, :, y : y + th, x : x + tw]))
+        out.labels.append(index.get(pair.cls, -1))
+        out.names.append(f"{pair.instance}:{pair.noisy_path.name}")
     return out
 
 
@@ -600,7 +590,7 @@ def refit_prior(model: nn.Module, pairs: Iterable[tuple[torch.Tensor, torch.Tens
                 continue
             images = []
             for x in (noisy, clean):
-                x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+                x = to_float(x) if x.dtype == torch.uint8 else x
                 images.append(trim_to_multiple(x, model.size_multiple, max_size)[None].to(device, dtype))
             z, _ = model.encode(*images)
             flat = z[0].flatten(1).double().cpu()  # (C, positions)
@@ -711,14 +701,14 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
         model = model_from_training_checkpoint(state, str(ckpt_path))
     else:
         # The initial weights are a function of the seed; torch's global RNG is left as it was.
-        labels = sorted({p.label for p in train_pairs})
+        labels = sorted({p.cls for p in train_pairs})
         model = build_seeded(lambda: _build_model(config, labels), config.seed)
     classes = list(model.classes)
     known = set(classes)
-    dropped = sorted({p.label for p in train_pairs} - known)
+    dropped = sorted({p.cls for p in train_pairs} - known)
     if dropped:
         logger.warning("training pairs of classes the model does not have are left out: %s", dropped)
-        train_pairs = [p for p in train_pairs if p.label in known]
+        train_pairs = [p for p in train_pairs if p.cls in known]
     if not train_pairs:
         raise ValueError(f"none of the training pairs' classes is one of the model's {classes}")
     class_index = {c: i for i, c in enumerate(classes)}
@@ -751,7 +741,7 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
         run.write_config(config)
 
     images = [_read_pair(p) for p in train_pairs] if config.preload else None
-    batches = _StepBatches(train_pairs, [class_index[p.label] for p in train_pairs], len(classes), config,
+    batches = _StepBatches(train_pairs, [class_index[p.cls] for p in train_pairs], len(classes), config,
                            ddp.rank, images)
     loader = torch.utils.data.DataLoader(
         batches,
@@ -886,7 +876,7 @@ def _train(config: TrainConfig, run_path: Path, *, resume: bool, progress: bool,
         if run is not None:
             save(config.steps, elapsed)  # the trained state, before the refit: a longer resume continues it
         t = time.perf_counter()
-        refit = refit_prior(model, ((*_read_pair(p), p.label) for p in train_pairs),
+        refit = refit_prior(model, ((*_read_pair(p), p.cls) for p in train_pairs),
                             max_size=config.refit_max_size, progress=progress)
         refit["seconds"] = time.perf_counter() - t
         logger.info("refit the Gaussians of %d configurations on %d training pairs (%.0f s)",

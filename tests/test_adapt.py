@@ -1,4 +1,4 @@
-"""Adapted noise profiles (naflow_aug.adapt, naflow_aug.profiles mode "adapt"): round trip, wrong base
+"""Adapted noise profiles (naflow_aug.adapt, naflow_aug.noise.profiles mode "adapt"): round trip, wrong base
 refused, determinism from the seed, the noise source and transforms, old mixture profiles, the CLI."""
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from naflow_aug.adapt import (
     normalise_noise,
 )
 from naflow_aug.data.images import write_png
-from naflow_aug.profiles import NoiseProfile, calibrate, profile_source
+from naflow_aug.noise import make_noise_source
+from naflow_aug.noise.profiles import NoiseProfile, calibrate, profile_source
 from naflow_aug.runs import sha256_file
-from naflow_aug.sampling import make_noise_source
 
 TINY = AdaptConfig(steps=4, batch_size=2, crop_size=16, refit_max_size=32, seed=3)
 
@@ -290,14 +290,27 @@ def test_fit_level_recovers_a_signal_dependent_level() -> None:
 
 
 def test_adapted_profile_applies_the_camera_response(base, adapted_profile) -> None:
-    profile, _ = adapted_profile
+    profile, path = adapted_profile
     assert profile.tensors["camera.level"].shape == (3, TINY.level_bins)
     assert float(profile.tensors["camera.level_window"]) == TINY.level_window
     net, _ = profile.model_for(base)
-    assert isinstance(net, CameraFlow) and net.quantize and not net.fast_sampling
+    assert isinstance(net, CameraFlow) and net.quantize
     clean = torch.rand(2, 3, 24, 32, generator=torch.Generator().manual_seed(1))
     noisy = net.sample(clean, config="camera", seeds=[1, 2])
     assert torch.equal(noisy, (noisy * 255).round() / 255)  # 8-bit values, as the camera's files
+    # the sampling path (fast engine) gives the layers' decode, the response applied after it
+    z = net.prior.reparameterize(net.prior.mean[-1:], net.prior.std[-1:],
+                                 torch.randn(2, net.latent_channels, 3, 4, generator=torch.Generator()))  # fmt: skip
+    plain = naflow_aug.NAFlow.decode(net, z, clean)
+    assert torch.equal(net.decode(z, clean), net.respond(plain, clean))
+    assert torch.allclose(net.sampling_engine().to_image(z, net.sampling_engine().clean_features(clean)),
+                          net.respond(plain, clean), atol=1.5 / 255)  # fmt: skip
+    # the noise source (padded, tiled) applies it too: every output on the 8-bit grid
+    source = make_noise_source(f"profile:{path}", base)
+    out, _ = source(clean[:, :, :20, :28], generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out * 255, (out * 255).round(), atol=1e-4)
+    with pytest.raises(ValueError, match="features"):
+        net.sample(clean, config="camera", features=[])
     # profiles made before the response existed (no camera.level) still give the flow's own noise
     old = {k: v for k, v in profile.tensors.items() if not k.startswith("camera.level")}
     old = {k: v for k, v in old.items() if k != "camera.quantize"}

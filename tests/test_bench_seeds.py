@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from naflow_aug import bench_seeds
+from naflow_aug.bench import seeds as bench_seeds
 from tests.test_bench import _write_sidd_split_and_preset
 
 

@@ -10,8 +10,8 @@ import torch
 
 import naflow_aug
 from naflow_aug.checkpoints import MODELS_DIR, REGISTRY
+from naflow_aug.noise import resolve_model
 from naflow_aug.runs import sha256_file
-from naflow_aug.sampling import resolve_model
 
 NAME = "sidd-mini"
 CARD = MODELS_DIR / "MODEL_CARD.md"

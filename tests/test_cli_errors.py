@@ -41,14 +41,16 @@ def _fail(*_args, **_kwargs):
                                      "simulate", "demo", "generate"])  # fmt: skip
 def test_unwritable_out_is_refused_before_the_work(command, tmp_path, clean_png, not_a_folder,
                                                     tiny_checkpoint, capsys, monkeypatch) -> None:
-    import naflow_aug.baselines
-    import naflow_aug.profiles
+    import naflow_aug.noise.baselines
+    import naflow_aug.noise.model_source
+    import naflow_aug.noise.profiles
     import naflow_aug.train
 
-    monkeypatch.setattr(naflow_aug.profiles, "calibrate_folder", _fail)
-    monkeypatch.setattr(naflow_aug.baselines, "fit_baselines_from_files", _fail)
+    monkeypatch.setattr(naflow_aug.noise.profiles, "calibrate_folder", _fail)
+    monkeypatch.setattr(naflow_aug.noise.baselines, "fit_baselines_from_files", _fail)
     monkeypatch.setattr(naflow_aug.train, "refit_prior", _fail)
     monkeypatch.setattr(naflow_aug, "load", _fail)
+    monkeypatch.setattr(naflow_aug.noise.model_source, "load", _fail)  # what the noise sources load with
     data, ckpt = str(tmp_path), str(tiny_checkpoint)
     args = {
         "sample": [str(clean_png), "--model", ckpt],
@@ -129,9 +131,9 @@ def _deep_json(path: Path, depth: int = 100_000) -> Path:
 
 
 def test_deep_or_broken_json_files_name_the_file(tmp_path) -> None:
-    from naflow_aug.baselines import Baselines
-    from naflow_aug.profiles import NoiseProfile
-    from naflow_aug.sampling import parse_weights
+    from naflow_aug.noise.baselines import Baselines
+    from naflow_aug.noise.profiles import NoiseProfile
+    from naflow_aug.weights import parse_weights
 
     deep = _deep_json(tmp_path / "deep.json")
     broken = tmp_path / "broken.json"

@@ -17,8 +17,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakIdKeyDictionary
 
 from naflow_aug import bench, generate, train
-from naflow_aug.flow.model import draw_item_noise
-from naflow_aug.sampling import check_images, draw_seeds, make_noise_source
+from naflow_aug.flow.nas import draw_item_noise
+from naflow_aug.noise import check_images, draw_seeds, make_noise_source
 
 
 class HostSyncCounter(TorchDispatchMode):
@@ -91,9 +91,9 @@ def test_batched_nas_syncs_do_not_grow_with_batch(tiny_model) -> None:
     one = _nas_syncs(tiny_model, 1, 32, 32)
     many = _nas_syncs(tiny_model, 6, 32, 32)
     assert many == one, f"batch 1: {one}; batch 6: {many}"
-    # per batch: the range checks of clean and reference (by the source, again by the model's encode,
-    # clean once more by its decode), the mixture weights' check, the NAS weights sent to the params
-    assert len(one) <= 7, one
+    # per batch: the range checks of clean and reference (once each, by the source), the NAS weights sent
+    # to the params, the mixture weights' check before the decode
+    assert len(one) <= 4, one
 
 
 def test_tiled_nas_syncs_do_not_grow_with_tiles(tiny_model) -> None:
@@ -110,8 +110,8 @@ def test_model_sources_syncs(tiny_model) -> None:
             with HostSyncCounter(clean) as counter:
                 make_noise_source(spec, tiny_model)(clean, seeds=list(range(b)))
             counts.append(counter.syncs)
-        # the source's range check of clean, the model's again in decode; nothing per item
-        assert counts[0] == counts[1] and len(counts[0]) <= 2, (spec, counts)
+        # the source's range check of clean (the model does not check it again); nothing per item
+        assert counts[0] == counts[1] and len(counts[0]) <= 1, (spec, counts)
 
 
 def test_check_images_reads_back_once() -> None:
@@ -168,20 +168,20 @@ def test_process_group_backend_per_device(monkeypatch) -> None:
 
 
 def test_tiles_still_refuse_bad_values(tiny_model) -> None:
-    """The whole image is checked once instead of per tile: a NaN in the last tile is still refused."""
-    from naflow_aug import tiling
-    from naflow_aug.flow.fast import inference_view
-
+    """The whole image is checked once, where it enters, instead of per tile: a NaN in the last tile is
+    still refused, on the fast path and on the layers."""
     clean, noisy = _pair(1, 96, 96)
     noisy[..., -3, -3] = float("nan")
-    for model in (tiny_model, inference_view(tiny_model)):
-        try:
-            tiling.encode_tiled(model, noisy, clean, tile_size=48, overlap=8)
-        except ValueError as err:
-            assert "NaN" in str(err)
-        else:
-            raise AssertionError("a NaN in the last tile was not refused")
-        assert tiny_model.validate_inputs  # switched back on afterwards
+    source = make_noise_source("nas", tiny_model, tile_size=48, overlap=8)
+    try:
+        for fast in (True, False):
+            tiny_model.fast_sampling = fast
+            with pytest.raises(ValueError, match="NaN"):
+                source(clean, reference=noisy, seeds=[0])
+            with pytest.raises(ValueError, match="NaN"):
+                source.nas_weights(clean, noisy)
+    finally:
+        tiny_model.fast_sampling = True
 
 
 def test_denoiser_training_reads_the_loss_back_once_per_epoch(tmp_path) -> None:

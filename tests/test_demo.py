@@ -142,7 +142,7 @@ def test_cli_parses_the_demo_command():
     args = cli.build_parser().parse_args(
         ["demo", "--out", "x", "--size", "tiny", "--resume", "--device", "cpu", "--model", "m.pt"]
     )
-    assert args.func is cli._run_demo and args.size == "tiny" and args.resume and args.model == "m.pt"
+    assert args.func is cli.demo._run_demo and args.size == "tiny" and args.resume and args.model == "m.pt"
     assert args.data is None
 
 
@@ -151,7 +151,7 @@ def test_noise_quality_scores_a_perfect_source_zero():
     clean = torch.rand(3, 3, 32, 32, generator=g) * 0.5 + 0.25
     noisy = (clean + 0.05 * torch.randn(clean.shape, generator=g)).clamp(0, 1)
     pairs = [evaluate.HeldOutPair(f"p{i}", "A_00100", clean[i], noisy[i]) for i in range(3)]
-    from naflow_aug.sampling import make_noise_source
+    from naflow_aug.noise import make_noise_source
 
     res = evaluate.noise_quality(
         pairs, {"real": make_noise_source("real"), "white": make_noise_source("gaussian:40")}

@@ -20,7 +20,7 @@ from naflow_aug.data.simcam import DEFAULT_CAMERAS, write_simulated_sidd
 from naflow_aug.denoisers import DnCNN
 from naflow_aug.flow.fast import FastNAFlow
 from naflow_aug.generate import GenerateConfig, generate
-from naflow_aug.sampling import make_noise_source
+from naflow_aug.noise import make_noise_source
 
 
 @pytest.fixture(scope="module")

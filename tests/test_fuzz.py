@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from naflow_aug import tiling
 from naflow_aug.cli import main
-from naflow_aug.sampling import make_noise_source
+from naflow_aug.noise import make_noise_source
 from naflow_aug.transforms import NAFlowNoise
 
 CLEAR = (ValueError, TypeError)

@@ -432,8 +432,8 @@ def test_crops_are_read_with_few_images_held(sim, tmp_path, monkeypatch):
     for idx, clean, reference in rows:
         for i, c, r in zip(idx, clean, reference, strict=True):
             rec, t, left = plan.images[plan.image[i]], plan.top[i], plan.left[i]
-            np.testing.assert_array_equal(c, read_image(rec.clean)[t : t + 16, left : left + 16])
-            np.testing.assert_array_equal(r, read_image(rec.noisy)[t : t + 16, left : left + 16])
+            np.testing.assert_array_equal(c, read_image(rec.clean_path)[t : t + 16, left : left + 16])
+            np.testing.assert_array_equal(r, read_image(rec.noisy_path)[t : t + 16, left : left + 16])
 
 
 @pytest.mark.parametrize("compression,join", [("lzf", "copy"), ("gzip", "vds")])
@@ -461,7 +461,7 @@ def test_compression_and_virtual_join_keep_the_bytes(sim, tmp_path, compression,
 
 def test_profile_noise_on_a_clean_only_folder(sim, tiny_ckpt, tmp_path):
     import naflow_aug
-    from naflow_aug.profiles import NoiseProfile
+    from naflow_aug.noise.profiles import NoiseProfile
 
     classes = naflow_aug.load(tiny_ckpt).classes
     profile = NoiseProfile(classes=classes, weights=[0.2, 0.0, 0.8][: len(classes)]).save(tmp_path / "p.json")
@@ -482,7 +482,7 @@ def test_resume_refuses_when_the_profile_changed(sim, tiny_ckpt, tmp_path, capsy
     """A partial generation with profile noise, the profile edited, --resume: a clear error naming the file
     and both SHA-256 (else the file would hold samples of two noise models)."""
     import naflow_aug
-    from naflow_aug.profiles import NoiseProfile
+    from naflow_aug.noise.profiles import NoiseProfile
     from naflow_aug.runs import sha256_file
 
     classes = naflow_aug.load(tiny_ckpt).classes
@@ -545,7 +545,7 @@ def test_a_second_run_on_the_same_output_is_refused(sim, tiny_ckpt, script, tmp_
 def test_adapted_profile_noise(sim, tiny_ckpt, tmp_path):
     import naflow_aug
     from naflow_aug.adapt import AdaptConfig
-    from naflow_aug.profiles import calibrate
+    from naflow_aug.noise.profiles import calibrate
 
     model = naflow_aug.load(tiny_ckpt)
     clean = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1

@@ -11,8 +11,9 @@ import torch
 
 from naflow_aug.cli import build_parser, main
 from naflow_aug.data.images import write_png
-from naflow_aug.sampling import make_noise_source, parse_weights
+from naflow_aug.noise import make_noise_source
 from naflow_aug.transforms import NAFlowNoise
+from naflow_aug.weights import parse_weights
 
 
 def test_tiling_settings_are_checked_at_construction(tiny_model) -> None:
@@ -71,18 +72,18 @@ def test_model_sample_refuses_inexact_seeds(tiny_model) -> None:
         tiny_model.sample(clean, seeds=[2**64 - 1])
 
 
-def test_boolean_labels_are_refused(tiny_model) -> None:
+def test_boolean_configs_are_refused(tiny_model) -> None:
     source = make_noise_source("gaussian-per-config", baselines=_baselines())
     clean = torch.full((2, 3, 8, 8), 0.5)
-    assert source(clean, labels=[0, 1], seeds=[1, 2])[1].configs == ("A_00100", "B_00800")
-    with pytest.raises(ValueError, match="label True is neither"):
-        source(clean, labels=[True, False], seeds=[1, 2])
+    assert source(clean, configs=[0, 1], seeds=[1, 2])[1].configs == ("A_00100", "B_00800")
+    with pytest.raises(ValueError, match="config True is neither"):
+        source(clean, configs=[True, False], seeds=[1, 2])
     with pytest.raises(TypeError, match="torch.bool"):
-        source(clean, labels=torch.tensor([True, False]), seeds=[1, 2])
+        source(clean, configs=torch.tensor([True, False]), seeds=[1, 2])
 
 
 def _baselines():
-    from naflow_aug.baselines import Baselines, ConfigBaseline
+    from naflow_aug.noise.baselines import Baselines, ConfigBaseline
 
     c = ConfigBaseline(gaussian_std=0.02, pg_a=(0.01,) * 3, pg_b=(0.0001,) * 3)
     return Baselines(configs={"A_00100": c, "B_00800": c})

@@ -319,7 +319,7 @@ def test_train_refit_prior_writes_the_refit_model(data_dir: Path, tmp_path: Path
         same = torch.equal(value, refit.state_dict()[name])
         assert same != name.startswith("prior."), name  # only the prior changed
     pairs = training._split_pairs(training._scan_pairs(data_dir), config)[0]
-    training.refit_prior(trained, [(*training._read_pair(p), p.label) for p in pairs], max_size=32)
+    training.refit_prior(trained, [(*training._read_pair(p), p.cls) for p in pairs], max_size=32)
     assert torch.allclose(trained.prior.mean, refit.prior.mean, atol=1e-6)
     assert torch.allclose(trained.prior.std, refit.prior.std, atol=1e-6)
 

@@ -20,7 +20,6 @@ import csv
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,10 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from naflow_aug.data.cache import find_cache
-from naflow_aug.data.images import IMAGE_SUFFIXES, image_size
-from naflow_aug.data.sidd import PairedCropDataset, _crop_hw, _load_uint8, _random_window
+from naflow_aug.data.images import IMAGE_SUFFIXES, image_size, load_uint8
+from naflow_aug.data.pairs import UNLABELLED, Pair
+from naflow_aug.data.sidd import PairedCropDataset, _crop_hw, _random_window
+from naflow_aug.images import to_float
 
 __all__ = [
     "UNLABELLED",
@@ -44,22 +45,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-UNLABELLED = "unlabelled"
 NOISY_DIR_NAMES = ("noisy", "input")
 CLEAN_DIR_NAMES = ("clean", "groundtruth", "gt")
 MANIFEST_COLUMNS = ("noisy", "clean", "class", "instance")
 
 
-@dataclass(frozen=True)
-class PairRecord:
-    """One (clean, noisy) pair of a user's folder."""
-
-    clean_path: Path
-    noisy_path: Path
-    cls: str = UNLABELLED
-    instance: str = ""  # what a split groups by; defaults to the noisy file's name without extension
-    height: int | None = None
-    width: int | None = None
+PairRecord = Pair  # the name of a folder's pair before every source yielded one record (kept for imports)
 
 
 def _is_image(p: Path) -> bool:
@@ -100,7 +91,7 @@ def _check_label(label: str | None, where: str) -> str:
     return label
 
 
-def _record(noisy: Path, clean: Path, cls: str, instance: str | None, check_sizes: bool) -> PairRecord:
+def _record(noisy: Path, clean: Path, cls: str, instance: str | None, check_sizes: bool) -> Pair:
     for p, what in ((noisy, "noisy"), (clean, "clean")):
         if not p.is_file():
             raise FileNotFoundError(f"{what} image not found: {p}")
@@ -111,7 +102,7 @@ def _record(noisy: Path, clean: Path, cls: str, instance: str | None, check_size
         if (hn, wn) != (hc, wc):
             raise ValueError(f"{noisy}: size {hn}x{wn} differs from its clean partner {clean} ({hc}x{wc})")
         h, w = hn, wn
-    return PairRecord(clean, noisy, cls, instance if instance else noisy.stem, h, w)
+    return Pair(clean, noisy, cls, instance if instance else noisy.stem, h, w)
 
 
 def _find_dir(root: Path, names: Sequence[str]) -> Path | None:
@@ -210,7 +201,7 @@ def scan_paired_folders(
     label: str | None = None,
     check_sizes: bool = True,
     progress: bool = False,
-) -> Iterator[PairRecord]:
+) -> Iterator[Pair]:
     """Lazily yield the pairs of a user's folder (see the module docstring for the three ways).
 
     Exactly one of: ``manifest``; ``root`` with ``noisy_token``/``clean_token`` (one folder); ``root``
@@ -224,8 +215,8 @@ def scan_paired_folders(
             raise ValueError(f"{root}: a cache of clean images only; pairs need a cache of a paired folder")
         for it in cache.items:
             cls = it.meta.get("class") or default
-            yield PairRecord(cache.path(it.clean), cache.path(it.noisy), cls, it.meta.get("instance", ""),
-                             it.height, it.width)  # fmt: skip
+            yield Pair(cache.path(it.clean), cache.path(it.noisy), cls, it.meta.get("instance", ""),
+                       it.height, it.width)  # fmt: skip
         return
     if manifest is not None:
         if root is not None or noisy_dir is not None or clean_dir is not None:
@@ -288,7 +279,7 @@ class PairedFolderDataset(PairedCropDataset):
         preload: bool = False,
         generator: torch.Generator | None = None,
         progress: bool = False,
-        records: Sequence[PairRecord] | None = None,
+        records: Sequence[Pair] | None = None,
     ) -> None:
         if records is None:
             records = list(
@@ -349,7 +340,7 @@ class CleanFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.paths[index]
-        img = _load_uint8(path)
+        img = load_uint8(path)
         h, w = img.shape[-2:]
         if self.crop_size is not None:
             ch, cw = self.crop_size
@@ -361,4 +352,4 @@ class CleanFolderDataset(Dataset):
             if hh == 0 or ww == 0:
                 raise ValueError(f"{path}: image {h}x{w} is smaller than the size multiple {m}")
             img = img[:, :hh, :ww]
-        return {"clean": img.float().div_(255.0), "path": str(path)}
+        return {"clean": to_float(img), "path": str(path)}

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from naflow_aug.images import to_float
 from naflow_aug.runs import _fsync_dir
 
 log = logging.getLogger(__name__)
@@ -507,7 +508,7 @@ class HDF5PairDataset(Dataset):
             window = (slice(top, top + self.crop), slice(left, left + self.crop))
         clean = torch.from_numpy(f["clean"][(row, *window)])
         noisy = torch.from_numpy(f["noisy"][(row, *window)])
-        pair = torch.stack([clean, noisy]).permute(0, 3, 1, 2).float().div_(255.0)  # (2, 3, h, w)
+        pair = to_float(torch.stack([clean, noisy]).permute(0, 3, 1, 2))  # (2, 3, h, w)
         if self.flips:
             flip_h, flip_v = torch.rand(2, generator=self.generator) < 0.5
             if flip_h:

@@ -1,5 +1,8 @@
 """PNG (and other image) I/O at the edges: uint8 HWC arrays on disk <-> (3, H, W) float32 tensors in [0, 1].
 
+The conversions and their rounding are :mod:`naflow_aug.images` (``to_tensor`` and ``to_uint8`` are
+re-exported here).
+
 Every reader names the file in its error: a missing file raises ``FileNotFoundError``, an unreadable,
 truncated or unsupported one ``ValueError``. Besides image files, the readers take the uint8 (H, W, 3)
 ``.npy`` arrays of a decoded-image cache (``naflow-aug prepare``, :mod:`naflow_aug.data.cache`): those are
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from naflow_aug.images import to_tensor, to_uint8
 from naflow_aug.runs import atomic_write_bytes
 
 __all__ = [
@@ -27,6 +31,7 @@ __all__ = [
     "image_size",
     "is_array_file",
     "load_image",
+    "load_uint8",
     "read_crop",
     "read_image",
     "to_tensor",
@@ -197,30 +202,14 @@ def check_window(path: Path, shape: tuple[int, ...], top: int, left: int, height
         raise ValueError(f"{path}: crop {height}x{width} at ({top}, {left}) does not fit the image ({h}x{w})")
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) array -> (3, H, W) float32 tensor in [0, 1]."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        got = f"{type(image).__name__} {getattr(image, 'dtype', '')} {getattr(image, 'shape', '')}"
-        raise TypeError(f"expected a uint8 numpy array of shape (H, W, 3), got {got}")
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float tensor in [0, 1] -> uint8 (H, W, 3) array (clamped, rounded to nearest)."""
-    if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
-        raise TypeError(
-            f"expected a (3, H, W) float tensor, got {type(image).__name__} "
-            f"{tuple(getattr(image, 'shape', ()))}"
-        )
-    if not image.is_floating_point():
-        raise TypeError(f"expected a float tensor in [0, 1], got dtype {image.dtype}")
-    arr = (image.detach().to("cpu", torch.float64).clamp(0, 1) * 255.0).round().to(torch.uint8)
-    return arr.permute(1, 2, 0).contiguous().numpy()
-
-
 def load_image(path: str | os.PathLike) -> torch.Tensor:
     """Read an image file as a (3, H, W) float32 tensor in [0, 1]."""
     return to_tensor(read_image(path))
+
+
+def load_uint8(path: str | os.PathLike) -> torch.Tensor:
+    """Read an image file as a (3, H, W) uint8 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(read_image(path).transpose(2, 0, 1)))
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray | torch.Tensor) -> Path:

@@ -34,7 +34,8 @@ from naflow_aug.data.cache import (
     read_manifest,
 )
 from naflow_aug.data.images import read_image
-from naflow_aug.data.sources import source_kind
+from naflow_aug.data.pairs import Pair, split_pairs
+from naflow_aug.data.sources import scan_source, source_kind
 from naflow_aug.runs import atomic_write_bytes, atomic_write_json
 
 __all__ = ["prepare_cache", "verify_cache"]
@@ -47,36 +48,29 @@ MANIFEST_SHARE = 0.05  # most of the time spent rewriting the manifest (12 MP it
 
 def _plan_items(source: Path, kind: str, split: str | None) -> list[dict[str, Any]]:
     """The items of a source, in scan order: {'meta', 'clean': source path, 'noisy': source path or None}."""
-    from naflow_aug.data import folders, sidd
-
+    pairs = scan_source(source, kind)  # type: ignore[arg-type]
+    items = []
     if kind == "sidd":
-        split_of = _split_lookup(split)
-        items = [
-            {"meta": {"folder": p.folder, "shot": p.shot, "instance": p.instance, "class": p.cls,
-                      "brightness": p.brightness, "split": split_of(p.instance)},
-             "clean": p.clean_path, "noisy": p.noisy_path}
-            for p in sidd.scan_sidd_medium(source, check_sizes=False)
-        ]  # fmt: skip
+        part_of = _split_parts(pairs, split)
+        for p in pairs:
+            assert p.sidd is not None
+            meta = {"folder": p.sidd.folder, "shot": p.sidd.shot, "instance": p.instance, "class": p.cls,
+                    "brightness": p.sidd.brightness, "split": part_of.get(p.instance)}  # fmt: skip
+            items.append({"meta": meta, "clean": p.clean_path, "noisy": p.noisy_path})
     elif kind == "paired":
-        manifest = source if source.is_file() else None
-        records = folders.scan_paired_folders(None if manifest else source, manifest=manifest,
-                                              check_sizes=False)  # fmt: skip
-        items = [{"meta": {"class": r.cls, "instance": r.instance}, "clean": r.clean_path,
-                  "noisy": r.noisy_path} for r in records]  # fmt: skip
+        items = [{"meta": {"class": p.cls, "instance": p.instance}, "clean": p.clean_path,
+                  "noisy": p.noisy_path} for p in pairs]  # fmt: skip
     else:
-        items = [{"meta": {}, "clean": p, "noisy": None} for p in folders.iter_images(source)]
-    if not items:
-        raise ValueError(f"{source}: no images found (a {kind} source)")
+        items = [{"meta": {}, "clean": p.clean_path, "noisy": None} for p in pairs]
     return items
 
 
-def _split_lookup(split: str | None) -> Any:
+def _split_parts(pairs: list[Pair], split: str | None) -> dict[str, str]:
+    """Instance -> ``'train'`` or ``'val'`` of the split (instances in neither part are not keys)."""
     if split is None:
-        return lambda instance: None
-    from naflow_aug.data.sidd import load_split
-
-    train, val = (set(ids) for ids in load_split(split))
-    return lambda instance: "train" if instance in train else "val" if instance in val else None
+        return {}
+    train, val = split_pairs(pairs, split)
+    return {**{p.instance: "train" for p in train}, **{p.instance: "val" for p in val}}
 
 
 def _stem(path: Path) -> str:

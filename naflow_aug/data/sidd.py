@@ -1,11 +1,13 @@
-"""SIDD-Medium sRGB reader: a lazy folder scan, a paired-crop Dataset, a class-balanced sampler, splits.
+"""SIDD-Medium sRGB reader: a lazy folder scan, a paired-crop Dataset, a class-balanced sampler.
 
-Layout (``shared/reference/sidd-formats.md``)::
+Layout (SIDD-Medium sRGB as its authors distribute it)::
 
     <root>/Data/<inst>_<scene>_<phone>_<ISO>_<shutter>_<temperature>_<L|N|H>/
         <inst>_GT_SRGB_010.PNG   <inst>_NOISY_SRGB_010.PNG   (and optionally the _011 pair)
 
 A camera configuration ("class") is ``<phone>_<ISO>``, e.g. ``S6_01600``. Images may have any size.
+The scan yields :class:`naflow_aug.data.pairs.Pair` records with their SIDD metadata; splits by scene
+instance are :func:`naflow_aug.data.pairs.split_pairs`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,9 @@ from torch.utils.data import Dataset, Sampler
 from tqdm.auto import tqdm
 
 from naflow_aug.data.cache import ImageCache, find_cache
-from naflow_aug.data.images import image_size, read_crop, read_image
-from naflow_aug.runs import read_toml
+from naflow_aug.data.images import image_size, load_uint8, read_crop
+from naflow_aug.data.pairs import Pair, SiddMeta, load_split, select_instances
+from naflow_aug.images import to_float
 
 __all__ = [
     "ClassBalancedSampler",
@@ -48,24 +49,7 @@ FOLDER_RE = re.compile(
 FILE_RE = re.compile(r"^(?P<instance>\d+)_(?P<kind>GT|NOISY)_SRGB_(?P<shot>\d+)\.png$", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class SiddPair:
-    """One (clean, noisy) pair of a SIDD-Medium scene instance, with the metadata of its folder name."""
-
-    instance: str  # "0052"
-    scene: str  # "002"
-    phone: str  # "S6"
-    iso: int  # 1600
-    shutter: int  # 1000
-    temperature: int  # 5500 (K)
-    brightness: str  # "L", "N" or "H"
-    shot: str  # "010" or "011"
-    cls: str  # "S6_01600"
-    folder: str  # "0052_002_S6_01600_01000_5500_N"
-    clean_path: Path
-    noisy_path: Path
-    height: int | None = None
-    width: int | None = None
+SiddPair = Pair  # the name of a SIDD pair before every source yielded one record (kept for imports)
 
 
 def parse_instance_folder(name: str) -> dict[str, Any]:
@@ -109,7 +93,17 @@ def looks_like_sidd_medium(root: str | os.PathLike) -> bool:
     return any(p.is_dir() and FOLDER_RE.match(p.name) for p in _data_dir(root).iterdir())
 
 
-def _folder_pairs(folder: Path, check_sizes: bool) -> list[SiddPair]:
+def _sidd_pair(
+    folder: str, shot: str, clean: Path, noisy: Path, height: int | None, width: int | None
+) -> Pair:
+    """The pair of one shot of an instance folder, with what the folder's name says."""
+    meta = parse_instance_folder(folder)
+    sidd = SiddMeta(folder, meta["scene"], meta["phone"], meta["iso"], meta["shutter"], meta["temperature"],
+                    meta["brightness"], shot)  # fmt: skip
+    return Pair(clean, noisy, meta["cls"], meta["instance"], height, width, sidd)
+
+
+def _folder_pairs(folder: Path, check_sizes: bool) -> list[Pair]:
     meta = parse_instance_folder(folder.name)
     found: dict[str, dict[str, Path]] = {}
     for f in sorted(folder.iterdir()):
@@ -145,14 +139,13 @@ def _folder_pairs(folder: Path, check_sizes: bool) -> list[SiddPair]:
                     f"{kinds['NOISY']}: size {hn}x{wn} differs from its GT {kinds['GT'].name} size {hc}x{wc}"
                 )
             h, w = hc, wc
-        pairs.append(SiddPair(**meta, shot=shot, folder=folder.name, clean_path=kinds["GT"],
-                              noisy_path=kinds["NOISY"], height=h, width=w))  # fmt: skip
+        pairs.append(_sidd_pair(folder.name, shot, kinds["GT"], kinds["NOISY"], h, w))
     return pairs
 
 
 def scan_sidd_medium(
     root: str | os.PathLike, *, check_sizes: bool = True, progress: bool = False
-) -> Iterator[SiddPair]:
+) -> Iterator[Pair]:
     """Lazily yield the pairs of a SIDD-Medium folder (``root`` or ``root/Data``), folder by folder.
 
     Hidden entries and plain files at the top are skipped; any other folder must follow the naming rule.
@@ -174,17 +167,12 @@ def scan_sidd_medium(
         yield from _folder_pairs(folder, check_sizes)
 
 
-def cached_sidd_pairs(cache: ImageCache) -> list[SiddPair]:
+def cached_sidd_pairs(cache: ImageCache) -> list[Pair]:
     """The pairs of a cache of a SIDD-Medium folder, reading its arrays."""
     if cache.kind != "sidd":
         raise ValueError(f"{cache.root}: a cache of a {cache.kind} folder, not of a SIDD-Medium folder")
-    pairs = []
-    for it in cache.items:
-        meta = parse_instance_folder(it.meta["folder"])
-        pairs.append(SiddPair(**meta, shot=it.meta["shot"], folder=it.meta["folder"],
-                              clean_path=cache.path(it.clean), noisy_path=cache.path(it.noisy),
-                              height=it.height, width=it.width))  # fmt: skip
-    return pairs
+    return [_sidd_pair(it.meta["folder"], it.meta["shot"], cache.path(it.clean), cache.path(it.noisy),
+                       it.height, it.width) for it in cache.items]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- crops
@@ -261,7 +249,7 @@ def _unit_float(hwc: np.ndarray, dims: list[int], k: int) -> torch.Tensor:
     """(3, h, w) float32 in [0, 1] of a uint8 (h, w, 3) view after :func:`_orient`'s flips and turns.
 
     One pass over the pixels (the flips, turns and transpose are views): the same values as
-    ``_orient(torch chw, dims, k).float().div_(255.0)``.
+    ``naflow_aug.images.to_float(_orient(torch chw, dims, k))``.
     """
     view = np.flip(hwc, [1 if d == -1 else 0 for d in dims]) if dims else hwc
     if k:
@@ -286,10 +274,6 @@ def _read_paired_window(
     dims, k = _draw_orientation(ch, cw, generator) if augment else ([], 0)
     clean, noisy = (read_crop(path, top, left, ch, cw) for path in (it.clean_path, it.noisy_path))
     return _unit_float(clean, dims, k), _unit_float(noisy, dims, k)
-
-
-def _load_uint8(path: Path) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(read_image(path).transpose(2, 0, 1)))
 
 
 class PairedCropDataset(Dataset):
@@ -351,7 +335,7 @@ class PairedCropDataset(Dataset):
 
     @staticmethod
     def _read(it: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        clean, noisy = _load_uint8(Path(it.clean_path)), _load_uint8(Path(it.noisy_path))
+        clean, noisy = load_uint8(it.clean_path), load_uint8(it.noisy_path)
         if clean.shape != noisy.shape:
             raise ValueError(
                 f"{it.noisy_path}: size {tuple(noisy.shape[1:])} differs from its clean image "
@@ -369,7 +353,7 @@ class PairedCropDataset(Dataset):
                 *self._cache[index], self.crop_size, augment=self.augment, generator=self.generator,
                 name=str(it.noisy_path),
             )
-            clean, noisy = clean.float().div_(255.0), noisy.float().div_(255.0)
+            clean, noisy = to_float(clean), to_float(noisy)
         else:
             clean, noisy = _read_paired_window(it, self.crop_size, self.augment, self.generator)
         return {
@@ -394,11 +378,11 @@ class PairedCropDataset(Dataset):
         return ClassBalancedSampler(self.labels, num_samples=num_samples, generator=generator)
 
 
-def _match_instances(pairs: Sequence[SiddPair], wanted: Iterable[str], what: str) -> set[str]:
+def _match_instances(pairs: Sequence[Pair], wanted: Iterable[str], what: str) -> set[str]:
     """Instance ids for ``wanted`` names (4-digit ids or full folder names); unknown names raise."""
     wanted = [str(w) for w in wanted]
     by_id = {p.instance for p in pairs}
-    by_folder = {p.folder: p.instance for p in pairs}
+    by_folder = {p.sidd.folder: p.instance for p in pairs if p.sidd is not None}
     out, unknown = set(), []
     for w in wanted:
         if w in by_id:
@@ -436,7 +420,7 @@ class SiddMediumDataset(PairedCropDataset):
         preload: bool = False,
         generator: torch.Generator | None = None,
         progress: bool = False,
-        pairs: Sequence[SiddPair] | None = None,
+        pairs: Sequence[Pair] | None = None,
     ) -> None:
         if pairs is None:
             if root is None:
@@ -454,8 +438,7 @@ class SiddMediumDataset(PairedCropDataset):
             keep = set(include_classes)
             pairs = [p for p in pairs if p.cls in keep]
         if instances is not None:
-            keep = _match_instances(pairs, instances, "instances")
-            pairs = [p for p in pairs if p.instance in keep]
+            pairs = select_instances(pairs, _match_instances(pairs, instances, "instances"))
         if exclude_instances is not None:
             drop = _match_instances(pairs, exclude_instances, "exclude_instances")
             pairs = [p for p in pairs if p.instance not in drop]
@@ -501,49 +484,3 @@ class ClassBalancedSampler(Sampler[int]):
         within = (u * self._sizes[cls]).long().clamp_max(self._sizes[cls] - 1)
         for c, j in zip(cls.tolist(), within.tolist(), strict=True):
             yield int(self._groups[c][j])
-
-
-# ------------------------------------------------------------------------------------------ splits
-
-_SPLIT_KEYS = {"name", "description", "dataset", "train", "val"}
-
-
-def load_split(name: str | os.PathLike = "sidd-mini") -> tuple[list[str], list[str]]:
-    """(train_instances, val_instances) of a committed split (``"sidd-mini"``) or of a split TOML file.
-
-    Instances are SIDD scene-instance ids (``"0052"``), sorted. The file holds ``train`` and ``val`` lists
-    (disjoint); unknown keys are rejected.
-    """
-    if isinstance(name, str) and not name.endswith(".toml"):
-        fname = name.replace("-", "_") + ".toml"
-        ref = resources.files("naflow_aug") / "splits" / fname
-        if not ref.is_file():
-            known = sorted(
-                p.name.removesuffix(".toml").replace("_", "-")
-                for p in (resources.files("naflow_aug") / "splits").iterdir()
-                if p.name.endswith(".toml")
-            )
-            raise ValueError(
-                f"unknown split {name!r}; known splits: {known} (or pass a path to a .toml file)"
-            )
-        with resources.as_file(ref) as path:
-            data = read_toml(path)
-        where = f"split {name!r}"
-    else:
-        data = read_toml(name)
-        where = str(name)
-    unknown = set(data) - _SPLIT_KEYS
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; expected some of {sorted(_SPLIT_KEYS)}")
-    lists = []
-    for key in ("train", "val"):
-        v = data.get(key)
-        if not isinstance(v, list) or not all(isinstance(s, str) for s in v) or not v:
-            raise ValueError(f"{where}: {key!r} must be a non-empty list of instance-id strings, got {v!r}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"{where}: {key!r} lists an instance twice")
-        lists.append(sorted(v))
-    overlap = set(lists[0]) & set(lists[1])
-    if overlap:
-        raise ValueError(f"{where}: instances in both train and val: {sorted(overlap)}")
-    return lists[0], lists[1]

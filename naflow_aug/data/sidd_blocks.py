@@ -1,6 +1,6 @@
 """SIDD sRGB Validation / Benchmark blocks: the .mat files, the exported-PNG folder, and SubmitSrgb.csv.
 
-Formats (``../shared/reference/sidd-formats.md``):
+Formats (as the SIDD authors distribute them):
 
 - ``ValidationNoisyBlocksSrgb.mat`` / ``ValidationGtBlocksSrgb.mat`` / ``BenchmarkNoisyBlocksSrgb.mat``:
   MATLAB v5 files with one uint8 array of shape (40, 32, 256, 256, 3) = [image, block, h, w, c] under
@@ -9,7 +9,8 @@ Formats (``../shared/reference/sidd-formats.md``):
   header-less ``validation_label.csv`` of ``<image index>,<scene instance name>``.
 - ``SubmitSrgb.csv`` (Kaggle's SIDD benchmark scoring): columns ``ID`` (= image * 32 + block) and
   ``BLOCK`` (base64 of the block's uint8 bytes in HWC order). Float images are quantised by
-  :func:`quantize_uint8`: clamp to [0, 1], then round half up of x * 255.
+  :func:`quantize_uint8`: clamp to [0, 1], then round half up of x * 255
+  (:func:`naflow_aug.images.round_half_up_exact`).
 
 The 40 images are the same scene instances for validation and benchmark, in the order of :data:`SCENES`.
 """
@@ -31,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from naflow_aug.images import round_half_up_exact
+
 log = logging.getLogger(__name__)
 
 NUM_IMAGES = 40
@@ -43,7 +46,7 @@ BENCHMARK_NOISY_KEY = "BenchmarkNoisyBlocksSrgb"
 KNOWN_KEYS = (VALIDATION_NOISY_KEY, VALIDATION_GT_KEY, BENCHMARK_NOISY_KEY)
 
 # The scene instance of each of the 40 validation / benchmark images, in block order
-# (from ../shared/reference/sidd-validation-benchmark-scenes.csv). Image 19 (IP, ISO 1250) is a
+# (the SIDD validation set's scene list). Image 19 (IP, ISO 1250) is a
 # configuration that SIDD-Medium does not have.
 SCENES: tuple[str, ...] = (
     "0009_001_S6_00800_00350_3200_L", "0021_001_GP_10000_05000_5500_N", "0024_001_N6_03200_01500_5500_N",
@@ -333,7 +336,7 @@ def quantize_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
         return images
     if not np.issubdtype(images.dtype, np.floating):
         raise TypeError(f"expected float images in [0, 1] or uint8, got dtype {images.dtype}")
-    return np.floor(np.clip(images.astype(np.float64), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return round_half_up_exact(torch.from_numpy(images.astype(np.float64))).to(torch.uint8).numpy()
 
 
 def write_submission(path: str | os.PathLike, blocks: np.ndarray | torch.Tensor) -> Path:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from naflow_aug.data.images import write_png
+from naflow_aug.images import round_nearest, to_float
 from naflow_aug.metrics import neighbour_correlation
 
 __all__ = [
@@ -223,7 +224,7 @@ def _isp(raw_rgb: torch.Tensor, phone: PhoneModel, wb: torch.Tensor) -> torch.Te
 
 
 def _quantise(x: torch.Tensor) -> torch.Tensor:
-    return torch.round(x.clamp(0, 1) * 255.0) / 255.0
+    return to_float(round_nearest(x), x.dtype)
 
 
 def render(

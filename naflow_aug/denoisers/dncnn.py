@@ -1,6 +1,6 @@
 """Colour DnCNN (Zhang et al. 2017) in the KAIR layout, with KAIR / NeCA / NAFlow checkpoint I/O.
 
-Layout (``../shared/reference/dncnn.md``): ``model.0`` conv3x3 in->width + ReLU (``model.1``); then
+Layout (KAIR's, as in NeCA / NAFlow checkpoints): ``model.0`` conv3x3 in->width + ReLU (``model.1``); then
 ``depth - 2`` blocks of [conv3x3 width->width (``model.{2+3k}``), BatchNorm(eps=1e-4, momentum=0.9)
 (``model.{3+3k}``), ReLU]; and a last conv3x3 width->in (``model.{3*depth-4}``, 56 for depth 20).
 The network predicts the noise: output = input - body(input), on ``(B, 3, H, W)`` float in [0, 1].

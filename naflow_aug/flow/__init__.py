@@ -1,4 +1,10 @@
-"""The NAFlow model: invertible layers, conditional couplings, clean-image encoder, per-class Gaussians."""
+"""The NAFlow model: invertible layers, conditional couplings, clean-image encoder, per-class Gaussians.
+
+layers / coupling / encoder / latent: the parts, each reporting its linear form; model: `NAFlow`;
+inputs: the one set of input checks; nas: the one sampling path (seeds, posterior -> mix -> decode,
+tiles), run on an engine: the model's layers (`model.LayerEngine`) or their folded form (fold: the
+folding; fast: `FastNAFlow`, its kernels); noise_level, seeds: pure helpers.
+"""
 
 from .coupling import AffineInjector, ConditionalAffineCoupling, FlowStep
 from .encoder import ConditionEncoder

@@ -2,6 +2,9 @@
 
 Every flow layer follows one contract: ``forward(x, cond) -> (y, logdet)`` runs data -> latent with
 ``logdet`` of shape (B,), ``inverse(y, cond) -> x`` runs back. ``cond`` is ignored by these layers.
+
+They are linear per pixel, and each reports that form (``affine`` / ``weight`` / ``lift``, and the log-det
+per position) for the folded fast path (`naflow_aug.flow.fold`), which composes what they report.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ def register_layer(cls: type[nn.Module]) -> type[nn.Module]:
     return cls
 
 
+SUBPIXELS = 4  # a 2x2 squeeze: each position of the output holds 4 input pixels
+
+
 def squeeze2x2(x: Tensor) -> Tensor:
     """(B, C, H, W) -> (B, 4C, H/2, W/2), channel index c*4 + dy*2 + dx (the official ordering)."""
     return F.pixel_unshuffle(x, 2)
@@ -27,6 +33,12 @@ def squeeze2x2(x: Tensor) -> Tensor:
 def unsqueeze2x2(x: Tensor) -> Tensor:
     """Inverse of `squeeze2x2`: (B, 4C, H, W) -> (B, C, 2H, 2W)."""
     return F.pixel_shuffle(x, 2)
+
+
+def detached(t: Tensor, dtype: torch.dtype | None) -> Tensor:
+    """A parameter as a layer's folded form reads it: detached, in ``dtype`` (None: its own)."""
+    t = t.detach()
+    return t if dtype is None else t.to(dtype)
 
 
 @register_layer
@@ -67,6 +79,18 @@ class ActNorm(nn.Module):
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> Tensor:
         return y * torch.exp(-self.logs) - self.bias
+
+    def affine(self, dtype: torch.dtype | None = torch.float64) -> tuple[Tensor, Tensor]:
+        """The layer as y = scale * x + offset per channel: (scale (C,), offset (C,)), detached.
+
+        scale = exp(logs) and offset = scale * bias: `forward`'s (x + bias) * exp(logs), multiplied out.
+        """
+        scale = torch.exp(detached(self.logs, dtype)).reshape(-1)
+        return scale, scale * detached(self.bias, dtype).reshape(-1)
+
+    def logdet_per_position(self, dtype: torch.dtype | None = torch.float64) -> Tensor:
+        """`forward`'s log-det per spatial position: sum(logs), a scalar (detached)."""
+        return detached(self.logs, dtype).sum()
 
 
 @register_layer
@@ -118,6 +142,10 @@ class InvConv1x1(nn.Module):
         c = y.shape[1]
         return F.conv2d(y, self.inverse_weight().view(c, c, 1, 1))
 
+    def logdet_per_position(self, dtype: torch.dtype | None = torch.float64) -> Tensor:
+        """`forward`'s log-det per spatial position: sum(log_s), a scalar (detached)."""
+        return detached(self.log_s, dtype).sum()
+
 
 @register_layer
 class Squeeze(nn.Module):
@@ -128,3 +156,11 @@ class Squeeze(nn.Module):
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> Tensor:
         return unsqueeze2x2(y)
+
+    @staticmethod
+    def lift(weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+        """A per-pixel map y = weight @ x + bias (weight (O, I)) before the squeeze, as the per-position map
+        after it: squeeze(y) = kron(weight, I4) @ squeeze(x) + bias repeated 4 times per channel (the
+        channel order c*4 + k of `squeeze2x2`). Returns (weight (4O, 4I), bias (4O,))."""
+        eye = torch.eye(SUBPIXELS, dtype=weight.dtype, device=weight.device)
+        return torch.kron(weight, eye), bias.repeat_interleave(SUBPIXELS)

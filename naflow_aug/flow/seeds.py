@@ -51,3 +51,9 @@ def as_seeds(seeds: Tensor | Sequence[int], batch: int) -> Tensor:
     if values.numel() != batch:
         raise ValueError(f"seeds must hold one int64 per item ({batch}), got {values.numel()}")
     return values
+
+
+def draw_seeds(n: int, generator: torch.Generator | None = None) -> Tensor:
+    """(n,) int64 seeds in [0, 2**63 - 1) from ``generator`` (None: torch's default one), on the host."""
+    device = generator.device if generator is not None else "cpu"
+    return torch.randint(0, INT64_MAX, (n,), generator=generator, dtype=torch.int64, device=device).cpu()

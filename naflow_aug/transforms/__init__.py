@@ -1,4 +1,4 @@
-"""Front-ends over :mod:`naflow_aug.sampling`: a torchvision v2 transform and an albumentations transform.
+"""Front-ends over :mod:`naflow_aug.noise`: a torchvision v2 transform and an albumentations transform.
 
 ``NAFlowNoiseAlb`` imports albumentations on first access only.
 """

@@ -8,6 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from naflow_aug.images import round_nearest, to_float
+from naflow_aug.noise.source import check_images
+
 
 @dataclass(frozen=True)
 class ImageKind:
@@ -36,9 +39,7 @@ def to_float_batch(image: Any, name: str = "image") -> tuple[torch.Tensor, Image
     if batch.shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (shape {tuple(image.shape)}); need at least one image")
     if image.dtype == torch.uint8:
-        return batch.float().div_(255.0), kind
-    from naflow_aug.sampling import check_images
-
+        return to_float(batch), kind
     return check_images(batch, name), kind
 
 
@@ -46,7 +47,7 @@ def from_float_batch(batch: torch.Tensor, kind: ImageKind) -> torch.Tensor:
     """Inverse of :func:`to_float_batch`: uint8 images are rounded to the nearest level."""
     out = batch if kind.batched else batch[0]
     if kind.dtype == torch.uint8:
-        return out.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+        return round_nearest(out)
     return out.to(kind.dtype)
 
 
@@ -67,5 +68,5 @@ def float_batch_to_hwc(batch: torch.Tensor, dtype: np.dtype) -> np.ndarray:
     """Inverse of :func:`hwc_to_float_batch`."""
     out = batch[0].detach().cpu().permute(1, 2, 0)
     if dtype == np.uint8:
-        return out.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+        return round_nearest(out).numpy()
     return out.numpy().astype(dtype)

@@ -12,7 +12,10 @@ import numpy as np
 import torch
 
 from naflow_aug import tiling
-from naflow_aug.sampling import NoiseSource, make_noise_source
+from naflow_aug.noise.profiles import profile_source
+from naflow_aug.noise.registry import make_noise_source, parse_noise_spec
+from naflow_aug.noise.source import NoiseSource
+from naflow_aug.noise.spec import NoiseSpec
 from naflow_aug.transforms._images import float_batch_to_hwc, hwc_to_float_batch
 from naflow_aug.transforms._workers import WorkerSeeding, mix_seeds
 
@@ -47,7 +50,7 @@ class NAFlowNoiseAlb(A.ImageOnlyTransform):
     def __init__(
         self,
         model: Any = None,
-        noise: str = "random",
+        noise: str | NoiseSpec = "random",
         profile: str | os.PathLike | None = None,
         baselines: str | os.PathLike | None = None,
         temperature: float = 1.0,
@@ -63,13 +66,11 @@ class NAFlowNoiseAlb(A.ImageOnlyTransform):
             raise TypeError(
                 "NAFlowNoiseAlb takes a noise spelling (str); use NAFlowNoise for NoiseSource objects"
             )
-        from naflow_aug.sampling import parse_noise_spec
-
-        parse_noise_spec(noise)  # fail early on a bad spelling
-        if profile is not None and noise not in ("random", "profile"):
-            raise ValueError(f"give noise= or profile=, not both (got noise={noise!r})")
+        self._spec = parse_noise_spec(noise)  # fails early on a bad spelling; the source is built from it
+        if profile is not None and self._spec.text != "random":
+            raise ValueError(f"give noise= or profile=, not both (got noise={self._spec.text!r})")
         self.model = str(model) if isinstance(model, os.PathLike) else model
-        self.noise = noise
+        self.noise = self._spec.text  # the spelling (what A.to_dict writes)
         self.profile = str(profile) if isinstance(profile, os.PathLike) else profile
         self.baselines = str(baselines) if isinstance(baselines, os.PathLike) else baselines
         self.temperature = temperature
@@ -90,10 +91,8 @@ class NAFlowNoiseAlb(A.ImageOnlyTransform):
             temperature=self.temperature, top_k=self.top_k, tile_size=self.tile_size, overlap=self.overlap
         )
         if self.profile is not None:
-            from naflow_aug.profiles import profile_source
-
             return profile_source(self.model, self.profile, **common)
-        return make_noise_source(self.noise, self.model, baselines=self.baselines, **common)
+        return make_noise_source(self._spec, self.model, baselines=self.baselines, **common)
 
     @property
     def source(self) -> NoiseSource:
@@ -129,7 +128,7 @@ class NAFlowNoiseAlb(A.ImageOnlyTransform):
     # -------------------------------------------------------------------------- albumentations API
     @property
     def targets_as_params(self) -> list[str]:
-        return [self.reference_key] if self.noise in ("nas", "real") else []
+        return [self.reference_key] if self._spec.needs_reference else []
 
     def add_targets(self, additional_targets: dict[str, str]) -> None:
         # additional image targets (the clean copy, the reference) must stay untouched: do not map them

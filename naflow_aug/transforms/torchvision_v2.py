@@ -14,7 +14,10 @@ from torchvision.transforms.v2.functional._utils import is_pure_tensor
 
 from naflow_aug import tiling
 from naflow_aug.flow.seeds import check_seed
-from naflow_aug.sampling import NoiseParams, NoiseSource, draw_seeds, make_noise_source
+from naflow_aug.noise.params import NoiseParams
+from naflow_aug.noise.profiles import profile_source
+from naflow_aug.noise.registry import make_noise_source
+from naflow_aug.noise.source import NoiseSource, draw_seeds
 from naflow_aug.transforms._images import from_float_batch, to_float_batch
 from naflow_aug.transforms._workers import WorkerSeeding, mix_seeds
 
@@ -30,14 +33,16 @@ class NAFlowNoise(v2.Transform):
     Args:
         model: a NAFlow, a bundled model name or a checkpoint path (None: the bundled default).
         noise: a noise-source spelling (``random``, ``config:S6_03200``, ``weights:...``, ``nas``,
-            ``profile:<path>``, the baselines, ...; see :mod:`naflow_aug.sampling`) or a NoiseSource.
-        profile: a :class:`~naflow_aug.profiles.NoiseProfile` or a profile JSON path (instead of ``noise``).
+            ``profile:<path>``, the baselines, ...; see :mod:`naflow_aug.noise.registry`), its parsed
+            :class:`~naflow_aug.noise.spec.NoiseSpec` or a NoiseSource.
+        profile: a :class:`~naflow_aug.noise.profiles.NoiseProfile` or a profile JSON path (instead of
+            ``noise``).
         generator / seed: where the per-image seeds come from (default: torch's default generator).
         return_params: return ``(output, params)``; ``params`` (a NoiseParams per image input) replay the
             call exactly with ``transform(sample, params=params)``.
 
-    ``nas`` and ``real`` need the real noisy image: ``add_noise(clean, reference=noisy)``. Per-configuration
-    baselines take ``labels=`` (configuration names).
+    ``nas`` and ``real`` need the real noisy image: ``add_noise(clean, reference=noisy)``. ``random`` and the
+    per-configuration baselines take ``configs=`` (configuration names; ``labels=`` is its old name).
     """
 
     _transformed_types = (tv_tensors.Image, is_pure_tensor, PIL.Image.Image)
@@ -66,8 +71,6 @@ class NAFlowNoise(v2.Transform):
         if profile is not None:
             if noise not in ("random", "profile"):
                 raise ValueError(f"give noise= or profile=, not both (got noise={noise!r})")
-            from naflow_aug.profiles import profile_source
-
             self.source = profile_source(model, profile, **common)
         else:
             self.source = make_noise_source(noise, model, baselines=baselines, **common)
@@ -102,17 +105,22 @@ class NAFlowNoise(v2.Transform):
         self,
         *inputs: Any,
         reference: Any = None,
-        labels: Any = None,
+        configs: Any = None,
         params: NoiseParams | list[NoiseParams] | None = None,
+        labels: Any = None,
     ) -> Any:
-        """``transform(sample, reference=None, labels=None, params=None)``; see the class doc."""
+        """``transform(sample, reference=None, configs=None, params=None)``; see the class doc."""
+        if labels is not None:
+            if configs is not None:
+                raise TypeError("give configs= or labels= (its old name), not both")
+            configs = labels
         state = self._call
-        state.reference, state.labels, state.replay, state.recorded = reference, labels, params, []
+        state.reference, state.configs, state.replay, state.recorded = reference, configs, params, []
         try:
             out = super().forward(*inputs)
             recorded = state.recorded
         finally:
-            state.reference = state.labels = state.replay = state.recorded = None
+            state.reference = state.configs = state.replay = state.recorded = None
         if not recorded:
             raise ValueError(
                 "NAFlowNoise found no image in its input; give a tv_tensors.Image, a tensor or a PIL image"
@@ -153,7 +161,7 @@ class NAFlowNoise(v2.Transform):
             noisy = self.source.replay(clean, noise_params, reference=reference)
         else:
             noisy, noise_params = self.source(
-                clean, reference=reference, labels=state.labels, seeds=params["seeds"][i]
+                clean, reference=reference, configs=state.configs, seeds=params["seeds"][i]
             )
         state.recorded.append(noise_params)
         return restore(noisy)

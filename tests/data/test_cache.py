@@ -53,8 +53,8 @@ def test_build_records_metadata_checksums_and_the_decoded_pixels(sim, cache):
     manifest = json.loads((cache / "manifest.json").read_text())
     assert manifest["complete"] is True and manifest["format"] == "naflow-aug-cache/1"
     for it, p in zip(c.items, pairs, strict=True):
-        assert it.meta == {"folder": p.folder, "shot": p.shot, "instance": p.instance, "class": p.cls,
-                           "brightness": p.brightness, "split": None}  # fmt: skip
+        assert it.meta == {"folder": p.sidd.folder, "shot": p.sidd.shot, "instance": p.instance,
+                           "class": p.cls, "brightness": p.sidd.brightness, "split": None}  # fmt: skip
         for array, source in ((it.clean, p.clean_path), (it.noisy, p.noisy_path)):
             data = (cache / array.file).read_bytes()
             assert hashlib.sha256(data).hexdigest() == array.sha256 and len(data) == array.bytes
@@ -64,8 +64,8 @@ def test_build_records_metadata_checksums_and_the_decoded_pixels(sim, cache):
             assert array.shape == (p.height, p.width, 3)
     # the scanner gives the same pairs from the cache, with its arrays and the sizes
     cached = list(scan_sidd_medium(cache))
-    assert [(q.folder, q.shot, q.cls, q.height, q.width) for q in cached] == [
-        (p.folder, p.shot, p.cls, p.height, p.width) for p in pairs]  # fmt: skip
+    assert [(q.sidd, q.cls, q.instance, q.height, q.width) for q in cached] == [
+        (p.sidd, p.cls, p.instance, p.height, p.width) for p in pairs]  # fmt: skip
     assert all(q.clean_path.suffix == ".npy" and q.clean_path.parent == cache / "arrays" for q in cached)
 
 
@@ -104,8 +104,8 @@ def test_cache_crops_equal_png_crops(sim, cache):
     batches = []
     for root in (sim, cache):
         pairs = training._scan_pairs(root)
-        labels = sorted({p.label for p in pairs})
-        ids = [labels.index(p.label) for p in pairs]
+        labels = sorted({p.cls for p in pairs})
+        ids = [labels.index(p.cls) for p in pairs]
         batches.append([training._StepBatches(pairs, ids, len(labels), config, 0, None)[s] for s in range(3)])
     for a, b in zip(*batches, strict=True):
         assert all(torch.equal(a[k], b[k]) for k in ("noisy", "clean", "labels"))

@@ -69,9 +69,11 @@ def test_scan_is_lazy_and_complete(sidd):
     assert iter(it) is it  # a generator, not a list
     pairs = list(it)
     assert len(pairs) == 7
-    assert [p.shot for p in pairs if p.instance == "0001"] == ["010", "011"]
+    assert [p.sidd.shot for p in pairs if p.instance == "0001"] == ["010", "011"]
     p = pairs[0]
-    assert (p.cls, p.phone, p.iso, p.brightness, p.height, p.width) == ("S6_00100", "S6", 100, "N", 20, 24)
+    assert (p.cls, p.sidd.phone, p.sidd.iso, p.sidd.brightness, p.height, p.width) == (
+        "S6_00100", "S6", 100, "N", 20, 24)  # fmt: skip
+    assert p.name == f"{p.sidd.folder}/010" and p.instance == "0001"
     assert p.clean_path.name == "0001_GT_SRGB_010.PNG" and p.noisy_path.name == "0001_NOISY_SRGB_010.PNG"
     # root or root/Data both work
     assert len(list(scan_sidd_medium(sidd / "Data"))) == 7

@@ -44,7 +44,7 @@ def test_written_in_sidd_layout_and_read_back(sim):
     assert {p.cls for p in pairs} == set(result.classes)
     for p in pairs:
         assert p.height % 8 == 0 and p.width % 8 == 0 and 64 <= p.height <= 80 and 64 <= p.width <= 80
-        assert p.brightness in "LNH" and p.temperature in (3200, 4400, 5500)
+        assert p.sidd.brightness in "LNH" and p.sidd.temperature in (3200, 4400, 5500)
     ds = SiddMediumDataset(root, crop_size=32, generator=torch.Generator().manual_seed(0))
     item = ds[5]
     assert item["clean"].shape == (3, 32, 32)

@@ -9,7 +9,10 @@ import torch
 
 import naflow_aug.flow.fast as fast_module
 from naflow_aug import NAFlow, NAFlowConfig
-from naflow_aug.flow.fast import FastNAFlow, draw_item_noise, fast_sampler
+from naflow_aug.flow.fast import FastNAFlow, draw_item_noise
+from naflow_aug.flow.model import LayerEngine
+from naflow_aug.flow.nas import CudaGraphNAS
+from naflow_aug.noise import make_noise_source
 
 CLASSES = ("A_00100", "B_00200", "C_00400", "D_00800")
 TINY = NAFlowConfig(classes=CLASSES, levels=2, transition_steps=1, conditional_steps=2,
@@ -100,9 +103,17 @@ def test_encode_decode_match_reference(config, dtype, tol, onednn, monkeypatch) 
     assert bool(calls) == (onednn and dtype == torch.float32)  # the kernel set under test did run
 
 
+def _count_calls(monkeypatch, name: str) -> list[int]:
+    """Counts the calls of FastNAFlow.<name> from here on."""
+    calls: list[int] = []
+    original = getattr(FastNAFlow, name)
+    monkeypatch.setattr(FastNAFlow, name, lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    return calls
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("source", ["nas", "random", "config", "weights", "nas_topk"])
-def test_sample_matches_reference(source, dtype) -> None:
+def test_sample_matches_reference(source, dtype, monkeypatch) -> None:
     model = _model(TINY, dtype)
     noisy, clean = _images(dtype=dtype)
     kwargs = {
@@ -113,8 +124,9 @@ def test_sample_matches_reference(source, dtype) -> None:
         "weights": dict(weights=torch.tensor([0.1, 0.2, 0.3, 0.4])),
     }[source]
     ref, p_ref = _reference_sample(model, clean, seeds=[5, 6, 7], return_params=True, **kwargs)
+    decodes = _count_calls(monkeypatch, "to_image")
     out, p = model.sample(clean, seeds=[5, 6, 7], return_params=True, **kwargs)  # frozen + eval: fast path
-    assert model.__dict__.get("_fast_sampler") is not None  # the hook did run the fast path
+    assert decodes == [1]  # the fast path did run
     assert out.dtype == dtype and out.shape == clean.shape
     assert _rel(out, ref) < (1e-12 if dtype == torch.float64 else 1e-4)
     assert _rel(p.weights, p_ref.weights) < (1e-10 if dtype == torch.float64 else 1e-4)
@@ -125,7 +137,8 @@ def test_sample_matches_reference(source, dtype) -> None:
 
 def test_seed_replay_batch_and_generator() -> None:
     model = _model()
-    fast = fast_sampler(model)
+    fast = model.sampling_engine()
+    assert isinstance(fast, FastNAFlow)
     noisy, clean = _images(4)
     g = torch.Generator().manual_seed(3)
     out, params = fast.sample(clean, reference=noisy, generator=g, return_params=True)
@@ -182,15 +195,21 @@ def test_plan_follows_weight_updates_and_dtype() -> None:
     assert clone._plan is None and torch.equal(clone.encode(noisy.double(), clean.double())[0], z2)
 
 
-def test_hook_only_for_frozen_eval_models() -> None:
+def test_fast_engine_only_for_frozen_eval_models(monkeypatch) -> None:
     model = _model()
     noisy, clean = _images(2)
+    decodes = _count_calls(monkeypatch, "to_image")
     model.requires_grad_(True)
+    assert isinstance(model.sampling_engine(), LayerEngine)
     model.sample(clean, reference=noisy, seeds=[1, 2])
-    assert "_fast_sampler" not in model.__dict__
+    assert decodes == []
     model.freeze()
+    fast = model.sampling_engine()
+    assert isinstance(fast, FastNAFlow) and model.sampling_engine() is fast  # made once, then kept
     model.sample(clean, reference=noisy, seeds=[1, 2])
-    assert isinstance(model.__dict__["_fast_sampler"], FastNAFlow)
+    assert decodes == [1]
+    model.fast_sampling = False
+    assert isinstance(model.sampling_engine(), LayerEngine)
 
 
 def test_inputs_are_not_modified_and_errors() -> None:
@@ -224,23 +243,21 @@ def test_reduced_precision_subnets_stay_invertible() -> None:
     assert 1e-6 < _rel(z, model.encode(noisy, clean)[0]) < 0.1  # bf16 really ran, and is close
 
 
-def test_encode_then_decode_share_features_only_for_the_same_clean_tensor(monkeypatch) -> None:
+def test_nas_conditions_each_clean_batch_once(monkeypatch) -> None:
+    """NAS encodes the reference and decodes the sample with one computation of the clean features,
+    through the model and through a noise source; a tiled image computes them per tile, each time."""
     model = _model()
-    fast = FastNAFlow(model)
-    noisy, clean = _images(2)
-    calls = []
-    condition = fast._condition
-    monkeypatch.setattr(fast, "_condition", lambda c: calls.append(1) or condition(c))
-    z = fast.encode(noisy, clean)[0]
-    out = fast.decode(z, clean)  # same tensor object, unchanged: features reused, then forgotten
-    assert len(calls) == 1 and fast._last_features is None
-    assert _rel(out, model.decode(z, clean)) < 1e-5
-    fast.encode(noisy, clean)
-    clean.mul_(0.5)  # changed in place: recomputed
-    assert _rel(fast.decode(z, clean), model.decode(z, clean)) < 1e-5 and len(calls) == 3
-    fast.encode(noisy, clean)
-    fast.decode(z, clean.clone())  # another tensor: recomputed
-    assert len(calls) == 5
+    noisy, clean = _images(2, 16, 16)
+    calls = _count_calls(monkeypatch, "clean_features")
+    model.sample(clean, reference=noisy, seeds=[1, 2])
+    assert len(calls) == 1
+    source = make_noise_source("nas", model, tile_size=None)
+    out, params = source(clean, reference=noisy, seeds=[1, 2])
+    assert len(calls) == 2
+    assert torch.equal(source.replay(clean, params), out) and len(calls) == 3
+    tiled = make_noise_source("nas", model, tile_size=8, overlap=0)  # 4 tiles of 8x8
+    tiled(clean, reference=noisy, seeds=[1, 2])
+    assert len(calls) == 3 + 2 * 4
 
 
 def test_model_built_in_inference_mode() -> None:
@@ -294,3 +311,27 @@ def test_keep_freed_memory_sets_glibc_malloc_options() -> None:
 
     # process-wide and harmless for the other tests: freed memory is only kept for reuse
     assert fast_module.keep_freed_memory() == (platform.libc_ver()[0] == "glibc")
+
+
+def test_cuda_graph_nas_needs_cuda() -> None:
+    with pytest.raises(ValueError, match="CUDA device"):
+        CudaGraphNAS(FastNAFlow(_model()), (2, 3, 8, 16))
+
+
+def test_cuda_graph_nas_replays_the_sampling_path(device) -> None:
+    """The captured NAS equals `sample` (noise_level="model") for the same eps, call after call."""
+    if device.type != "cuda":
+        pytest.skip("CUDA graphs need a CUDA device: run with --device cuda")
+    model = _model().to(device)
+    fast = FastNAFlow(model)
+    graph = CudaGraphNAS(fast, (3, 3, 8, 16), temperature=0.7)
+    for seed in (1, 2):
+        noisy, clean = (t.to(device) for t in _images(seed=seed))
+        seeds = torch.tensor([seed, seed + 10, seed + 20])
+        eps = draw_item_noise(seeds, model.num_classes, (model.latent_channels, 2, 4))[1].to(device)
+        out = graph(clean, noisy, eps)
+        ref = fast.sample(clean, reference=noisy, seeds=seeds, temperature=0.7)
+        assert out.device.type == "cuda" and out.shape == clean.shape
+        assert _rel(out, ref) < 1e-4 and not torch.equal(out, clean)
+    with pytest.raises(ValueError, match="captured for"):
+        graph(clean[:1], noisy[:1], eps[:1])

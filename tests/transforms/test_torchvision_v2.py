@@ -9,8 +9,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from naflow_aug.profiles import NoiseProfile
-from naflow_aug.sampling import NoiseParams
+from naflow_aug.noise import NoiseParams
+from naflow_aug.noise.profiles import NoiseProfile
 from naflow_aug.transforms import NAFlowNoise
 
 CLASSES = ("A_00100", "B_00800", "C_03200")  # the tiny model of conftest.py

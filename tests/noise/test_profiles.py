@@ -1,4 +1,5 @@
-"""Noise profiles (naflow_aug.profiles): calibrate, JSON save/load/apply, class mismatch, CLI commands."""
+"""Noise profiles (naflow_aug.noise.profiles): calibrate, JSON save/load/apply, class mismatch, CLI
+commands."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import torch
 
 from naflow_aug import cli
 from naflow_aug.data.images import write_png
-from naflow_aug.profiles import NoiseProfile, calibrate, find_pairs
+from naflow_aug.noise import make_noise_source
+from naflow_aug.noise.profiles import NoiseProfile, calibrate, find_pairs
 from naflow_aug.runs import sha256_file
-from naflow_aug.sampling import make_noise_source
 
 CLASSES = ("A_00100", "B_00800", "C_03200")  # the tiny model of conftest.py
 

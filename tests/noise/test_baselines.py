@@ -1,4 +1,4 @@
-"""Baseline fitting (naflow_aug.baselines): recovers known noise parameters, JSON round trip, errors."""
+"""Baseline fitting (naflow_aug.noise.baselines): recovers known noise parameters, JSON round trip, errors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from naflow_aug.baselines import Baselines, fit_baselines
-from naflow_aug.sampling import make_noise_source
+from naflow_aug.noise import make_noise_source
+from naflow_aug.noise.baselines import Baselines, fit_baselines
 
 
 def _synthetic_pairs(a: list[float], b: list[float], name: str, n: int, seed: int, outliers: bool = False):

@@ -25,10 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from naflow_aug.bench.figures import plot_curves
+from naflow_aug.bench.reports import seeds_markdown
+from naflow_aug.bench.spellings import BASELINE_KINDS, is_baseline
 from naflow_aug.runs import RunDir, atomic_write_text
 
 log = logging.getLogger(__name__)
 
+# the names of the former naflow_aug.bench_seeds module, kept together here
 __all__ = [
     "BASELINE_KINDS",
     "aggregate_seeds",
@@ -39,20 +43,6 @@ __all__ = [
     "run_seeds",
     "seeds_markdown",
 ]
-
-#: noise-source kinds that are parametric baselines (the rows NAFlow noise has to beat)
-BASELINE_KINDS = (
-    "gaussian",
-    "gaussian-per-config",
-    "poisson-gaussian",
-    "albumentations-gauss",
-    "albumentations-iso",
-)
-
-
-def is_baseline(source: str) -> bool:
-    """True for a parametric baseline row (``gaussian:10``, ``poisson-gaussian``, ...)."""
-    return source.split(":", 1)[0].strip() in BASELINE_KINDS
 
 
 def parse_seeds(text: str | Sequence[int]) -> list[int]:
@@ -178,85 +168,6 @@ def aggregate_seeds(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]
     return {"seeds": seeds, "rows": rows, "best_baseline": best, "paired": paired}
 
 
-def seeds_markdown(summary: Mapping[str, Any]) -> str:
-    """The summary as Markdown: mean +- std over seeds per source, then the paired comparison."""
-    seeds = summary["seeds"]
-    rows = summary["rows"]
-    groups = sorted({g for r in rows for g in r["groups"]})
-    head = ["source", "PSNR (mean +- std)", "SSIM (mean +- std)", *[f"{g} PSNR" for g in groups]]
-    lines = [
-        f"Seeds {', '.join(map(str, seeds))}: mean +- standard deviation over seeds "
-        "(denoised output clamped and rounded to 8 bits).",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
-    for r in sorted(rows, key=lambda r: -r["psnr"] if math.isfinite(r["psnr"]) else math.inf):
-        cells = [
-            r["source"],
-            f"{r['psnr']:.2f} +- {r['psnr_std']:.2f}",
-            f"{r['ssim']:.4f} +- {r['ssim_std']:.4f}",
-        ]
-        cells += [f"{r['groups'][g][0]:.2f}" if g in r["groups"] else "" for g in groups]
-        lines.append("| " + " | ".join(cells) + " |")
-    best = summary.get("best_baseline")
-    if best is not None and summary["paired"]:
-        lines += [
-            "",
-            f"Paired per-image PSNR difference against the best baseline, `{best}` (each image's "
-            "difference averaged over seeds; bootstrap 95% interval over images; per-seed differences "
-            "of the overall PSNR):",
-            "",
-            "| source | mean difference (dB) | 95% interval | per seed | ahead in every seed |",
-            "|---|---|---|---|---|",
-        ]
-        for name, p in summary["paired"].items():
-            per = ", ".join(f"{d:+.2f}" for d in p["seed_diffs"])
-            lines.append(
-                f"| {name} | {p['mean']:+.3f} | [{p['lo']:+.3f}, {p['hi']:+.3f}] | {per} | "
-                f"{'yes' if p['wins_every_seed'] else 'no'} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def plot_seed_curves(out: Path, runs: Mapping[str, Mapping[int, Path]]) -> Path:
-    """Validation PSNR per epoch: the mean over seeds per source, the seeds' range shaded.
-
-    ``runs``: source -> seed -> the seed's benchmark run directory holding that source."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from naflow_aug.bench import slug
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    n_seeds = 0
-    for name, seed_dirs in runs.items():
-        curves = []
-        n_seeds = max(n_seeds, len(seed_dirs))
-        for d in seed_dirs.values():
-            records = RunDir(d / "sources" / slug(name)).read_log()
-            curves.append({r["epoch"]: r["val_psnr"] for r in records if r.get("val_psnr") is not None})
-        epochs = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
-        if not epochs:
-            continue
-        v = np.array([[c[e] for e in epochs] for c in curves])
-        (line,) = ax.plot(epochs, v.mean(0), marker="o", ms=3, label=name)
-        if len(curves) > 1:
-            ax.fill_between(epochs, v.min(0), v.max(0), color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation PSNR (dB)")
-    ax.set_title(f"mean over {n_seeds} seeds (shaded: range)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "curves.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def run_seeds(
     out: str | os.PathLike,
     seeds: Sequence[int],
@@ -288,7 +199,8 @@ def _write_summary(
     summary["runs"] = {name: {str(s): str(d) for s, d in by_seed.items()} for name, by_seed in runs.items()}
     atomic_write_text(root.path / "results.md", seeds_markdown(summary))
     try:
-        summary["curves"] = str(plot_seed_curves(root.path, runs))
+        curves = plot_curves(root.path, {name: by_seed.values() for name, by_seed in runs.items()})
+        summary["curves"] = str(curves)
     except ImportError as err:  # matplotlib is optional at run time
         log.warning("no curves plot: %s", err)
     root.write_results(json.loads(json.dumps(summary, default=str)))

@@ -1,4 +1,5 @@
-"""Noise sources (naflow_aug.sampling): spelling, randomness contract, replay, tiling, baselines, errors."""
+"""Noise sources (naflow_aug.noise): spelling, model sources against NAFlow.sample, NAS, baselines, tiling,
+errors. The randomness contract of every kind is in test_registry.py."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import pytest
 import torch
 
 from naflow_aug import tiling
-from naflow_aug.baselines import Baselines, ConfigBaseline
-from naflow_aug.sampling import NoiseParams, make_noise_source, parse_noise_spec
+from naflow_aug.noise import NoiseParams, make_noise_source, parse_noise_spec
+from naflow_aug.noise.baselines import Baselines, ConfigBaseline
 
 CLASSES = ("A_00100", "B_00800", "C_03200")  # the tiny model of conftest.py
 
@@ -29,51 +30,21 @@ def _clean(b: int = 3, h: int = 24, w: int = 32, seed: int = 0) -> torch.Tensor:
     return torch.rand(b, 3, h, w, generator=g) * 0.6 + 0.2
 
 
-ALL_MODEL_FREE = [
-    "gaussian:10",
-    "gaussian-per-config",
-    "poisson-gaussian",
-    "albumentations-gauss",
-    "albumentations-iso",
-]
-ALL_MODEL = ["random", "config:B_00800", "weights:0.2,0.3,0.5", "weights:A_00100=1,C_03200=3"]
-
-
 def test_parse_spec_forms_and_errors() -> None:
-    assert parse_noise_spec("config:S6_03200") == ("config", "S6_03200")
-    assert parse_noise_spec("gaussian-per-config") == ("gaussian-per-config", None)
-    assert parse_noise_spec("poisson-gaussian:b.json") == ("poisson-gaussian", "b.json")
-    for bad in ["gausian:5", "config", "config:", "nas:x", "real:1", ""]:
+    spec = parse_noise_spec(" config:S6_03200 ")
+    assert (spec.kind, spec.arg) == ("config", "S6_03200") and spec.text == str(spec) == "config:S6_03200"
+    assert tuple(spec) == ("config", "S6_03200") and parse_noise_spec(spec) is spec  # a parsed spec passes
+    assert tuple(parse_noise_spec("gaussian-per-config")) == ("gaussian-per-config", None)
+    assert tuple(parse_noise_spec("poisson-gaussian:b.json")) == ("poisson-gaussian", "b.json")
+    assert parse_noise_spec("nas:model").needs_reference and parse_noise_spec("nas").needs_model
+    assert parse_noise_spec("poisson-gaussian").needs_fitted_baselines
+    assert not parse_noise_spec("poisson-gaussian:b.json").needs_fitted_baselines
+    for bad in ["gausian:5", "config", "config:", "nas:x", "real:1", "", "gaussian:abc"]:
         with pytest.raises(ValueError) as e:
             parse_noise_spec(bad)
         assert repr(bad) in str(e.value) and "valid noise sources" in str(e.value)
     with pytest.raises(TypeError):
         parse_noise_spec(3)
-
-
-@pytest.mark.parametrize("spec", ALL_MODEL + ALL_MODEL_FREE)
-def test_batch_equals_items_and_replay(spec, tiny_model, baselines) -> None:
-    source = make_noise_source(spec, tiny_model, baselines=baselines)
-    clean = _clean()
-    noisy, params = source(clean, generator=torch.Generator().manual_seed(7))
-    assert noisy.shape == clean.shape and noisy.dtype == clean.dtype
-    assert float(noisy.min()) >= 0 and float(noisy.max()) <= 1
-    assert (noisy - clean).abs().mean() > 1e-3  # noise was added
-    # the same generator seed gives the same output; replay reproduces it exactly
-    again, params2 = source(clean, generator=torch.Generator().manual_seed(7))
-    assert torch.equal(noisy, again) and torch.equal(params.seeds, params2.seeds)
-    assert torch.equal(source.replay(clean, params), noisy)
-    # through JSON (what an HDF5 row records)
-    restored = NoiseParams.from_dict(json.loads(json.dumps(params.to_dict())))
-    assert torch.equal(source.replay(clean, restored), noisy)
-    # a batch equals its items one at a time
-    for b in range(clean.shape[0]):
-        one = source.replay(clean[b : b + 1], params.select(b))
-        assert torch.allclose(one, noisy[b : b + 1], atol=1e-6)
-    # different items get different noise (same clean image everywhere)
-    same = clean[:1].expand(3, -1, -1, -1).contiguous()
-    out, _ = source(same, generator=torch.Generator().manual_seed(3))
-    assert not torch.allclose(out[0], out[1]) and not torch.allclose(out[1], out[2])
 
 
 def test_model_sources_match_model_sample(tiny_model) -> None:
@@ -90,19 +61,23 @@ def test_model_sources_match_model_sample(tiny_model) -> None:
     )
 
 
-def test_random_records_configs_and_labels_override(tiny_model) -> None:
+def test_random_records_configs_and_given_configs_override(tiny_model) -> None:
     source = make_noise_source("random", tiny_model)
     _, params = source(_clean(b=8), generator=torch.Generator().manual_seed(0))
     assert set(params.configs) <= set(CLASSES) and len(set(params.configs)) > 1
     picked = [CLASSES[i] for i in params.weights.argmax(1).tolist()]
     assert list(params.configs) == picked
-    _, params = source(_clean(b=2), labels=["C_03200", 0])
+    _, params = source(_clean(b=2), configs=["C_03200", 0])
     assert params.configs == ("C_03200", "A_00100")
-    _, params = source(_clean(b=2), labels=[None, "B_00800"], seeds=[5, 6])
+    _, old_name = source(_clean(b=2), labels=["C_03200", 0])  # configs' old name still works
+    assert old_name.configs == ("C_03200", "A_00100")
+    with pytest.raises(TypeError, match="not both"):
+        source(_clean(b=2), configs=["C_03200", 0], labels=["C_03200", 0])
+    _, params = source(_clean(b=2), configs=[None, "B_00800"], seeds=[5, 6])
     _, picked = source(_clean(b=2), seeds=[5, 6])
     assert params.configs == (picked.configs[0], "B_00800")  # None: the item's own random pick
     with pytest.raises(ValueError, match="Z_00001"):
-        source(_clean(b=1), labels=["Z_00001"])
+        source(_clean(b=1), configs=["Z_00001"])
 
 
 def test_nas_recovers_reference_configuration(tiny_model) -> None:
@@ -122,7 +97,6 @@ def test_nas_recovers_reference_configuration(tiny_model) -> None:
 def test_nas_noise_level_spellings(tiny_model, shared_dir) -> None:
     from naflow_aug.checkpoints import model_from_checkpoint
     from naflow_aug.flow.noise_level import match_noise_level, noise_std
-    from naflow_aug.sampling import NoiseParams
 
     # trained (fixture) weights, so that the noise is weak enough not to clip
     data = torch.load(shared_dir / "fixtures" / "official_naflow_nas.pt", weights_only=True)
@@ -159,22 +133,22 @@ def test_real_returns_reference(tiny_model) -> None:
     assert torch.equal(source.replay(clean, params, reference=reference), reference)
 
 
-def test_gaussian_sigma_units_and_per_config_labels(baselines) -> None:
+def test_gaussian_sigma_units_and_per_config_configs(baselines) -> None:
     clean = torch.full((2, 3, 64, 64), 0.5)
     noisy, _ = make_noise_source("gaussian:25.5")(clean, generator=torch.Generator().manual_seed(0))
     assert abs(float((noisy - clean).std()) - 0.1) < 0.005
     source = make_noise_source("gaussian-per-config", baselines=baselines)
-    noisy, params = source(clean, labels=["A_00100", "C_03200"])
+    noisy, params = source(clean, configs=["A_00100", "C_03200"])
     assert params.configs == ("A_00100", "C_03200")
     assert abs(float((noisy[0] - clean[0]).std()) - 0.01) < 0.002
     assert abs(float((noisy[1] - clean[1]).std()) - 0.08) < 0.006
     pg = make_noise_source("poisson-gaussian", baselines=baselines)
-    noisy, _ = pg(clean, labels=["C_03200", "C_03200"])
+    noisy, _ = pg(clean, configs=["C_03200", "C_03200"])
     var = (noisy - clean).var(dim=(0, 2, 3))
     expected = torch.tensor([0.02, 0.03, 0.04]) * 0.5 + 1e-3
     assert torch.allclose(var, expected, rtol=0.1)
     with pytest.raises(ValueError, match="B_00800"):
-        source(clean, labels=["B_00800", "A_00100"])  # not fitted: names the configuration
+        source(clean, configs=["B_00800", "A_00100"])  # not fitted: names the configuration
 
 
 def test_baselines_from_file_spelling(tmp_path, baselines) -> None:
