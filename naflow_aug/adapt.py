@@ -89,6 +89,7 @@ class AdaptConfig:
     level_bins: int = 8
     level_window: float = 10.0
     quantize: bool = True
+    offset: bool = True
     seed: int = 0
     camera: str = CAMERA_CLASS
 
@@ -240,10 +241,10 @@ def adapt(
     bar.close()
     model.freeze()
     scale = _match_noise_std(model, images, config) if config.match_std else 1.0
-    level = None
+    level = offset = None
     if config.level_bins:
-        level = _fit_response(model, images, config)
-        model = with_response(model, level, config.level_window, config.quantize)
+        level, offset = _fit_response(model, images, config)
+        model = with_response(model, level, config.level_window, config.quantize, offset)
     seconds = time.perf_counter() - start
     info = {
         "steps": config.steps,
@@ -254,10 +255,15 @@ def adapt(
         "nll_first": losses[0] if losses else None,
         "nll_last": float(sum(losses[-20:]) / len(losses[-20:])) if losses else None,
         "std_scale": scale,
-        "level_255": None if level is None else [[round(v * 255, 3) for v in row] for row in level.tolist()],
+        "level_255": None if level is None else _in_8_bit(level),
+        "offset_255": None if offset is None else _in_8_bit(offset),
     }
     log.info("adapted to %d pairs in %.1f s: %s", len(images), seconds, info)
     return model, info
+
+
+def _in_8_bit(table: Tensor) -> list[list[float]]:
+    return [[round(v * 255, 3) for v in row] for row in table.tolist()]
 
 
 @torch.no_grad()
@@ -344,11 +350,16 @@ def level_gain(clean: Tensor, level: Tensor) -> Tensor:
     return gain.view(clean.shape)
 
 
-def camera_response(noisy: Tensor, clean: Tensor, level: Tensor, window: float, quantize: bool) -> Tensor:
+def camera_response(
+    noisy: Tensor, clean: Tensor, level: Tensor, window: float, quantize: bool, offset: Tensor | None = None
+) -> Tensor:
     """The adapted camera's output for the flow's (B, 3, H, W) ``noisy`` images of ``clean``: the noise
-    normalised (:func:`normalise_noise`) and scaled to the camera's level (:func:`level_gain`), rounded to
-    8 bits when ``quantize``; not clamped (rounding and clamping to [0, 1] commute)."""
+    normalised (:func:`normalise_noise`) and scaled to the camera's level (:func:`level_gain`), plus the
+    camera's offset from the clean image (a (C, K) table like ``level``, interpolated alike; None: 0),
+    rounded to 8 bits when ``quantize``; not clamped (rounding and clamping to [0, 1] commute)."""
     out = clean + normalise_noise(noisy - clean, window) * level_gain(clean, level)
+    if offset is not None:
+        out = out + level_gain(clean, offset)
     return (out * 255).round() / 255 if quantize else out
 
 
@@ -365,13 +376,16 @@ def _fill_nearest(values: Tensor, valid: Tensor) -> Tensor:
 
 
 def fit_level(
-    clean: Tensor, real: Tensor, unit: Tensor, bins: int, *, quantize: bool, iterations: int = 4
-) -> Tensor:
-    """The (C, bins) level table at which ``clean + unit * level_gain(clean, level)``, clamped to [0, 1] (and
-    rounded to 8 bits), has the real noise's mean square in every intensity bin of every channel.
+    clean: Tensor, real: Tensor, unit: Tensor, bins: int, *, quantize: bool, offset: bool = False,
+    iterations: int = 6,
+) -> tuple[Tensor, Tensor]:
+    """The (C, bins) level and offset tables at which ``clean + offset + unit * level`` (both interpolated by
+    :func:`level_gain`), clamped to [0, 1] (and rounded to 8 bits), has the real noise's mean (if
+    ``offset``; else the offset stays 0) and variance (its mean square without an offset) in every
+    intensity bin of every channel.
 
     ``clean``, ``real`` (real noise), ``unit`` (unit-RMS noise of the model): (C, P) pixels, float64. Bins
-    with fewer than 0.2 % of the pixels (at least 64) take their nearest fitted neighbour's value.
+    with fewer than 0.2 % of the pixels (at least 64) take their nearest fitted neighbour's values.
     """
     c = clean.shape[0]
     idx = (clean * bins).long().clamp(0, bins - 1)
@@ -380,20 +394,28 @@ def fit_level(
     if not bool(valid.any(dim=1).all()):
         raise ValueError("fit_level: a channel has no intensity bin with enough pixels")
 
-    def mean_square(noise: Tensor) -> Tensor:
-        total = torch.zeros(c, bins, dtype=torch.float64).scatter_add_(1, idx, noise * noise)
-        return total / count.clamp_min(1)
+    def moments(noise: Tensor) -> tuple[Tensor, Tensor]:
+        """Per bin: the mean and the variance about it (offset) or the mean square (no offset)."""
+        mean = torch.zeros(c, bins, dtype=torch.float64).scatter_add_(1, idx, noise) / count.clamp_min(1)
+        square = torch.zeros(c, bins, dtype=torch.float64).scatter_add_(1, idx, noise * noise)
+        square = square / count.clamp_min(1)
+        return (mean, (square - mean * mean).clamp_min(0)) if offset else (torch.zeros_like(mean), square)
 
-    target = mean_square(real)
-    level = _fill_nearest(target.sqrt(), valid)
+    target_mean, target_var = moments(real)
+    shift = _fill_nearest(target_mean, valid)
+    level = _fill_nearest(target_var.sqrt(), valid)
     for _ in range(iterations):
-        out = (clean + unit * level_gain(clean[None, :, None], level)[0, :, 0]).clamp(0, 1)
+        gain = level_gain(clean[None, :, None], level)[0, :, 0]
+        out = (clean + level_gain(clean[None, :, None], shift)[0, :, 0] + unit * gain).clamp(0, 1)
         if quantize:
             out = (out * 255).round() / 255
-        now = mean_square(out - clean)
-        ratio = torch.where(now > 0, (target / now.clamp_min(1e-20)).sqrt(), torch.ones_like(now))
+        now_mean, now_var = moments(out - clean)
+        ratio = (target_var / now_var.clamp_min(1e-20)).sqrt()
+        ratio = torch.where(now_var > 0, ratio, torch.ones_like(now_var))
         level = _fill_nearest((level * ratio).clamp(1e-4, 1.0), valid)
-    return level
+        if offset:  # clipping at 0 and 1 moves the mean: correct for what the last round left
+            shift = _fill_nearest(shift + (target_mean - now_mean), valid)
+    return level, shift
 
 
 class ResponseEngine:
@@ -436,17 +458,26 @@ class CameraFlow(NAFlow):
     apply it; ``decode`` is therefore not the inverse of ``encode`` here.
     """
 
-    def __init__(self, config: Any, level: Tensor, window: float, quantize: bool) -> None:
+    def __init__(
+        self, config: Any, level: Tensor, window: float, quantize: bool, offset: Tensor | None = None
+    ) -> None:
         super().__init__(config)
         if level.dim() != 2 or level.shape[0] != 3 or not bool(torch.isfinite(level).all()):
             raise ValueError(f"camera level must be a finite (3, K) table, got {tuple(level.shape)}")
         self.register_buffer("response_level", level.detach().clone().float(), persistent=False)
+        offset = torch.zeros_like(level) if offset is None else offset
+        if offset.shape != level.shape or not bool(torch.isfinite(offset).all()):
+            raise ValueError(
+                f"camera offset must be a finite {tuple(level.shape)} table, got {tuple(offset.shape)}"
+            )
+        self.register_buffer("response_offset", offset.detach().clone().float(), persistent=False)
         self.response_window = float(window)
         self.quantize = bool(quantize)
 
     def respond(self, noisy: Tensor, clean: Tensor) -> Tensor:
         """The camera's output for the flow's (B, 3, H, W) ``noisy`` images of ``clean`` (not clamped)."""
-        return camera_response(noisy, clean, self.response_level, self.response_window, self.quantize)
+        return camera_response(noisy, clean, self.response_level, self.response_window, self.quantize,
+                               self.response_offset)  # fmt: skip
 
     def decode(self, z: Tensor, clean: Tensor, features: list[Tensor] | None = None) -> Tensor:
         return self.respond(super().decode(z, clean, features), clean)
@@ -460,9 +491,11 @@ class CameraFlow(NAFlow):
         return super().sample(clean, **kwargs)
 
 
-def with_response(model: nn.Module, level: Tensor, window: float, quantize: bool) -> CameraFlow:
+def with_response(
+    model: nn.Module, level: Tensor, window: float, quantize: bool, offset: Tensor | None = None
+) -> CameraFlow:
     """``model`` (an adapted NAFlow) as a :class:`CameraFlow` with the given response, frozen."""
-    flow = CameraFlow(model.config, level, window, quantize)
+    flow = CameraFlow(model.config, level, window, quantize, offset)
     param = next(model.parameters())
     flow = flow.to(param.device, param.dtype)
     flow.load_state_dict(model.state_dict(), strict=True)
@@ -472,9 +505,10 @@ def with_response(model: nn.Module, level: Tensor, window: float, quantize: bool
 
 
 @torch.no_grad()
-def _fit_response(model: nn.Module, images: list, config: AdaptConfig) -> Tensor:
-    """The camera's level table (3, ``config.level_bins``): noise decoded on the pairs' clean images (centre
-    crops of at most ``refit_max_size``, seeds from ``config.seed``), normalised, against the real noise."""
+def _fit_response(model: nn.Module, images: list, config: AdaptConfig) -> tuple[Tensor, Tensor]:
+    """The camera's level and offset tables (3, ``config.level_bins``) (:func:`fit_level`): noise decoded
+    on the pairs' clean images (centre crops of at most ``refit_max_size``, seeds from ``config.seed``),
+    normalised, against the real noise."""
     from naflow_aug.evaluate import trim_to_multiple
 
     device, dtype = model.prior.mean.device, model.prior.mean.dtype
@@ -491,7 +525,8 @@ def _fit_response(model: nn.Module, images: list, config: AdaptConfig) -> Tensor
         real_px.append((n - c)[0].flatten(1).double())
         unit_px.append(normalise_noise(fake - c, config.level_window)[0].flatten(1).double())
     clean_all, real_all, unit_all = (torch.cat(xs, dim=1) for xs in (clean_px, real_px, unit_px))
-    return fit_level(clean_all, real_all, unit_all, config.level_bins, quantize=config.quantize)
+    return fit_level(clean_all, real_all, unit_all, config.level_bins, quantize=config.quantize,
+                     offset=config.offset)  # fmt: skip
 
 
 def adapted_tensors(base: nn.Module, adapted: nn.Module, config: AdaptConfig) -> dict[str, torch.Tensor]:
@@ -504,6 +539,7 @@ def adapted_tensors(base: nn.Module, adapted: nn.Module, config: AdaptConfig) ->
         out[name] = state[name].detach().cpu().clone()
     if isinstance(adapted, CameraFlow):
         out["camera.level"] = adapted.response_level.detach().float().cpu().clone()
+        out["camera.offset"] = adapted.response_offset.detach().float().cpu().clone()
         out["camera.level_window"] = torch.tensor(adapted.response_window)
         out["camera.quantize"] = torch.tensor(float(adapted.quantize))
     return out
@@ -542,4 +578,5 @@ def apply_tensors(base: nn.Module, tensors: Mapping[str, torch.Tensor], camera: 
         if key not in tensors or tensors[key].numel() != 1:
             raise ValueError(f"adapted profile tensors have 'camera.level' but no one-value {key!r}")
     window, quantize = float(tensors["camera.level_window"]), bool(tensors["camera.quantize"])
-    return with_response(model, tensors["camera.level"], window, quantize)
+    # profiles made before the offset existed have none: 0
+    return with_response(model, tensors["camera.level"], window, quantize, tensors.get("camera.offset"))

@@ -273,6 +273,9 @@ def test_camera_response_has_the_level_and_8_bit_values() -> None:
     assert torch.allclose((out - clean).std(dim=(2, 3))[0], level[:, 0].double(), rtol=1e-3)
     out8 = camera_response(noisy, clean, level, 0.0, quantize=True)
     assert torch.equal(out8, (out * 255).round() / 255) and not torch.equal(out8, out)
+    offset = torch.tensor([[0.0], [0.01], [-0.02]])
+    shifted = camera_response(noisy, clean, level, 0.0, quantize=False, offset=offset)
+    assert torch.allclose((shifted - out).mean(dim=(2, 3))[0], offset[:, 0].double())
 
 
 def test_fit_level_recovers_a_signal_dependent_level() -> None:
@@ -281,17 +284,39 @@ def test_fit_level_recovers_a_signal_dependent_level() -> None:
     std = 0.004 + 0.02 * clean  # the real camera's noise std: grows with the intensity
     real = ((clean + std * torch.randn(clean.shape, generator=g, dtype=torch.float64)).clamp(0, 1) - clean)
     unit = torch.randn(clean.shape, generator=g, dtype=torch.float64)
-    level = fit_level(clean, real, unit, 8, quantize=False)
+    level, offset = fit_level(clean, real, unit, 8, quantize=False)
     centres = (torch.arange(8, dtype=torch.float64) + 0.5) / 8
     assert torch.allclose(level, (0.004 + 0.02 * centres).expand(3, 8), rtol=0.03)
+    assert torch.equal(offset, torch.zeros(3, 8, dtype=torch.float64))  # not fitted unless asked for
     # few pixels in the top bin: it takes its neighbour's value
-    sparse = fit_level(clean.clamp(max=0.8), real, unit, 8, quantize=False)
+    sparse, _ = fit_level(clean.clamp(max=0.8), real, unit, 8, quantize=False)
     assert torch.equal(sparse[:, 7], sparse[:, 6])
+
+
+def test_fit_level_recovers_an_offset_through_clipping_and_rounding() -> None:
+    g = torch.Generator().manual_seed(4)
+    clean = torch.rand(3, 200_000, generator=g, dtype=torch.float64)
+    shift, std = 0.01 - 0.02 * clean, 0.006 + 0.01 * clean  # the camera's output: darker where bright
+    real = clean + shift + std * torch.randn(clean.shape, generator=g, dtype=torch.float64)
+    real = (real.clamp(0, 1) * 255).round() / 255 - clean
+    unit = torch.randn(clean.shape, generator=g, dtype=torch.float64)
+    level, offset = fit_level(clean, real, unit, 8, quantize=True, offset=True)
+    centres = (torch.arange(8, dtype=torch.float64) + 0.5) / 8
+    inner = slice(1, 7)  # the end bins are clipped hard; their fitted values make the clipped moments match
+    assert torch.allclose(offset[:, inner], (0.01 - 0.02 * centres[inner]).expand(3, 6), atol=6e-4)
+    assert torch.allclose(level[:, inner], (0.006 + 0.01 * centres[inner]).expand(3, 6), rtol=0.04)
+    # the model's noise through the fitted tables has the real noise's mean per bin, clipping included
+    fake = clean + level_gain(clean[None, :, None], offset)[0, :, 0]
+    fake = fake + unit * level_gain(clean[None, :, None], level)[0, :, 0]
+    fake = (fake.clamp(0, 1) * 255).round() / 255 - clean
+    first = clean < 1 / 8
+    assert abs(float(fake[first].mean() - real[first].mean())) < 3e-4
 
 
 def test_adapted_profile_applies_the_camera_response(base, adapted_profile) -> None:
     profile, path = adapted_profile
     assert profile.tensors["camera.level"].shape == (3, TINY.level_bins)
+    assert profile.tensors["camera.offset"].shape == (3, TINY.level_bins)
     assert float(profile.tensors["camera.level_window"]) == TINY.level_window
     net, _ = profile.model_for(base)
     assert isinstance(net, CameraFlow) and net.quantize
@@ -313,7 +338,10 @@ def test_adapted_profile_applies_the_camera_response(base, adapted_profile) -> N
         net.sample(clean, config="camera", features=[])
     # profiles made before the response existed (no camera.level) still give the flow's own noise
     old = {k: v for k, v in profile.tensors.items() if not k.startswith("camera.level")}
-    old = {k: v for k, v in old.items() if k != "camera.quantize"}
+    no_offset = {k: v for k, v in profile.tensors.items() if k != "camera.offset"}
+    no_offset = apply_tensors(base, no_offset, "camera")
+    assert torch.equal(no_offset.response_offset, torch.zeros(3, TINY.level_bins))  # made before the offset
+    old = {k: v for k, v in old.items() if k not in ("camera.quantize", "camera.offset")}
     assert type(apply_tensors(base, old, "camera")) is naflow_aug.NAFlow
     with pytest.raises(ValueError, match="camera.quantize"):
         apply_tensors(base, {**old, "camera.level": profile.tensors["camera.level"],
