@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -50,6 +51,12 @@ NAM = SHARED / "data" / "nam-cc60"
 SIDD = SHARED / "data" / "sidd-medium-mini"
 # one configuration per phone with at least 2 training pairs and a validation pair in the committed split
 SIDD_CONFIGS = ("G4_00100", "GP_00800", "IP_01600", "S6_03200")
+# Settings chosen leave-one-group-out (naflow_aug/adapt.py's module doc): the response's offset
+# (AdaptConfig.offset) was kept for a group when, on the other four groups, it lowered the mean of the
+# relative KLD and AKLD changes; it did for four groups, not for Nikon_D600_ISO3200 (it raised KLD by 2 % on
+# average on the other four), which therefore runs without it. SIDD configurations use the choice of all
+# five groups (kept).
+LEAVE_ONE_GROUP_OUT = {"Nikon_D600_ISO3200": {"offset": False}}
 ROWS = ("adapted profile", "mixture profile", "Gaussian (2 pairs)", "Poisson-Gaussian (2 pairs)")
 # the adapted profile rounds to 8 bits as the cameras' files are; the baselines rounded alike, for fairness
 ROUNDED = ("Gaussian (2 pairs), 8-bit", "Poisson-Gaussian (2 pairs), 8-bit")
@@ -113,10 +120,12 @@ def nam_groups(base, out: Path, groups: list[str], config: AdaptConfig) -> dict:
         pairs = [(load_image(c), load_image(n)) for c, n in files]
         calib, rest = pairs[:2], pairs[2:]
         names = [str(n.relative_to(NAM / group)) for _, n in files]
-        made = _profiles(base, group, group, calib, names[:2], out, config)
+        overrides = LEAVE_ONE_GROUP_OUT.get(group, {})
+        made = _profiles(base, group, group, calib, names[:2], out, dataclasses.replace(config, **overrides))
         held = [HeldOutPair(names[2 + i], group, c, n) for i, (c, n) in enumerate(rest)]
         scores = _score(held, made["sources"])
-        results[group] = {"scores": scores, "scored_pairs": names[2:], **made["info"]}
+        results[group] = {"scores": scores, "scored_pairs": names[2:], "adapt_overrides": overrides,
+                          **made["info"]}  # fmt: skip
         log.info("%s: %s", group, scores)
     return results
 
