@@ -11,16 +11,20 @@ sample per pair, lower is better):
 
 The same for a few SIDD configurations of the committed split (``naflow_aug/splits/sidd_mini.toml``):
 calibrate on 2 training pairs of the configuration, score on its validation pairs, with NAS (each scored
-pair's own noisy image as the reference) as the row to match. Then one denoising check (``--denoise
-GROUP``): a DnCNN (``naflow-aug bench``'s ``cpu`` preset) trained on clean images (the SIDD-mini training
-split's ground truth) with the group's adapted profile, one with its 2-pair Gaussian, both scored on the
-group's scored real pairs.
+pair's own noisy image as the reference) as the row to match, the model's own Gaussian of the configuration
+("true configuration"), and the adapted profile scaled to each scored pair's own per-channel noise std (the
+level NAS reads from its reference; a diagnostic row, not a noise source for training). Then one
+denoising check (``--denoise GROUP``): a DnCNN (``naflow-aug bench``'s ``cpu`` preset) trained on clean
+images (the SIDD-mini training split's ground truth) with the group's adapted profile, one with its 2-pair
+Gaussian, both scored on the group's scored real pairs.
 
     nice -n 10 python benchmarks/camera_profiles.py --out /tmp/camera_profiles --denoise Nikon_D800_ISO1600
 
 Prints the tables (Markdown) and writes everything to ``OUT/results.json``; profiles go to ``OUT/profiles``.
 Groups can run in parallel (``--groups A B --sidd-configs`` in one process, ``--groups --sidd-configs X``
-in another); ``--merge OUT1 OUT2 ...`` prints the tables of their results together.
+in another); ``--merge OUT1 OUT2 ...`` prints the tables of their results together; ``--reuse-profiles
+EARLIER_OUT`` scores an earlier run's adapted profiles again (same recipe and pairs, checked) instead of
+making them.
 """
 
 from __future__ import annotations
@@ -41,9 +45,10 @@ from naflow_aug.adapt import AdaptConfig
 from naflow_aug.data import sidd
 from naflow_aug.data.images import load_image
 from naflow_aug.evaluate import TRUE_CONFIG, HeldOutPair, noise_quality
+from naflow_aug.flow.noise_level import match_noise_level, noise_std
 from naflow_aug.noise import make_noise_source
 from naflow_aug.noise.baselines import fit_baselines
-from naflow_aug.noise.profiles import calibrate, pair_files
+from naflow_aug.noise.profiles import NoiseProfile, calibrate, pair_files
 from naflow_aug.runs import atomic_write_json
 
 SHARED = Path(os.environ.get("NAFLOW_AUG_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -59,8 +64,22 @@ SIDD_CONFIGS = ("G4_00100", "GP_00800", "IP_01600", "S6_03200")
 LEAVE_ONE_GROUP_OUT = {"Nikon_D600_ISO3200": {"offset": False}}
 ROWS = ("adapted profile", "mixture profile", "Gaussian (2 pairs)", "Poisson-Gaussian (2 pairs)")
 # the adapted profile rounds to 8 bits as the cameras' files are; the baselines rounded alike, for fairness
+AT_LEVEL = "adapted profile at the pair's noise std"
 ROUNDED = ("Gaussian (2 pairs), 8-bit", "Poisson-Gaussian (2 pairs), 8-bit")
 log = logging.getLogger("camera_profiles")
+
+
+class _AtReferenceLevel:
+    """The adapted profile with each channel's noise scaled to the scored pair's own noise std (the level
+    NAS reads from its reference), rounded to 8 bits: a profile given what NAS is given."""
+
+    def __init__(self, source) -> None:
+        self.source, self.classes = source, source.classes
+
+    def __call__(self, clean, reference=None, **kwargs):
+        noisy, params = self.source(clean, reference=reference, **kwargs)
+        noisy = match_noise_level(noisy, clean, noise_std(reference, clean))
+        return (noisy * 255).round() / 255, params
 
 
 class _Rounded:
@@ -75,14 +94,23 @@ class _Rounded:
 
 
 def _profiles(
-    base, name: str, label: str, calib: list, files: list[str], out: Path, config: AdaptConfig
+    base, name: str, label: str, calib: list, files: list[str], out: Path, config: AdaptConfig,
+    reuse: Path | None = None,
 ) -> dict:
     """Adapted and mixture profiles of one group, saved under out/profiles, and the 2-pair baselines fitted
-    as configuration ``label`` (the scored pairs' label); their sources and timings."""
+    as configuration ``label`` (the scored pairs' label); their sources and timings. An adapted profile of
+    the same name under ``reuse``/profiles (an earlier run's, same recipe) is taken instead of made."""
     folder = out / "profiles"
+    earlier = None if reuse is None else reuse / "profiles" / f"{name}.json"
     t = time.perf_counter()
-    adapted = calibrate(base, calib, files=files, adapt_config=config, progress=True)
-    adapt_s = time.perf_counter() - t
+    if earlier is not None and earlier.is_file():
+        adapted = NoiseProfile.load(earlier)
+        if adapted.extra.get("adapt") != config.to_dict() or adapted.files != tuple(files):
+            raise ValueError(f"{earlier} was made with another recipe or other pairs")
+        adapt_s = adapted.extra["adapt_info"]["seconds"]
+    else:
+        adapted = calibrate(base, calib, files=files, adapt_config=config, progress=True)
+        adapt_s = time.perf_counter() - t
     adapted_path = adapted.save(folder / f"{name}.json")
     t = time.perf_counter()
     mixture = calibrate(base, calib, mode="mixture", files=files)
@@ -113,7 +141,7 @@ def _score(held: list[HeldOutPair], sources: dict, model=None) -> dict[str, tupl
     return {r["source"]: (r["kld"], r["akld"], r["n"]) for r in result["sources"]}
 
 
-def nam_groups(base, out: Path, groups: list[str], config: AdaptConfig) -> dict:
+def nam_groups(base, out: Path, groups: list[str], config: AdaptConfig, reuse: Path | None = None) -> dict:
     results = {}
     for group in groups:
         files = pair_files(NAM / group)
@@ -121,7 +149,8 @@ def nam_groups(base, out: Path, groups: list[str], config: AdaptConfig) -> dict:
         calib, rest = pairs[:2], pairs[2:]
         names = [str(n.relative_to(NAM / group)) for _, n in files]
         overrides = LEAVE_ONE_GROUP_OUT.get(group, {})
-        made = _profiles(base, group, group, calib, names[:2], out, dataclasses.replace(config, **overrides))
+        made = _profiles(base, group, group, calib, names[:2], out, dataclasses.replace(config, **overrides),
+                         reuse)  # fmt: skip
         held = [HeldOutPair(names[2 + i], group, c, n) for i, (c, n) in enumerate(rest)]
         scores = _score(held, made["sources"])
         results[group] = {"scores": scores, "scored_pairs": names[2:], "adapt_overrides": overrides,
@@ -130,7 +159,7 @@ def nam_groups(base, out: Path, groups: list[str], config: AdaptConfig) -> dict:
     return results
 
 
-def sidd_configs(base, out: Path, configs: list[str], config: AdaptConfig) -> dict:
+def sidd_configs(base, out: Path, configs: list[str], config: AdaptConfig, reuse: Path | None = None) -> dict:
     pairs = list(sidd.scan_sidd_medium(SIDD))
     train_ids, val_ids = (set(x) for x in sidd.load_split("sidd-mini"))
     results = {}
@@ -146,9 +175,11 @@ def sidd_configs(base, out: Path, configs: list[str], config: AdaptConfig) -> di
                 f"SIDD configuration {cls} has {len(train)} training / {len(val)} validation pairs"
             )
         calib = [(load_image(p.clean_path), load_image(p.noisy_path)) for p in train[:2]]
-        made = _profiles(base, f"sidd_{cls}", cls, calib, [p.noisy_path.name for p in train[:2]], out, config)
+        files = [p.noisy_path.name for p in train[:2]]
+        made = _profiles(base, f"sidd_{cls}", cls, calib, files, out, config, reuse)
         sources = {**made["sources"], "NAS (own noisy image)": make_noise_source("nas", base),
-                   "true configuration": TRUE_CONFIG}  # fmt: skip
+                   "true configuration": TRUE_CONFIG,
+                   AT_LEVEL: _AtReferenceLevel(made["sources"]["adapted profile"])}  # fmt: skip
         held = [
             HeldOutPair(p.noisy_path.name, cls, load_image(p.clean_path), load_image(p.noisy_path))
             for p in val
@@ -252,7 +283,8 @@ def print_tables(results: dict) -> None:
         title = "nam-cc60: calibrate on 2 pairs, score on the rest (KLD / AKLD)"
         print(_table(nam, (*ROWS, *rounded), title))
     if results.get("sidd"):
-        sidd_rows = (*ROWS, *rounded, "NAS (own noisy image)", "true configuration")
+        at_level = (AT_LEVEL,) if all(AT_LEVEL in g["scores"] for g in results["sidd"].values()) else ()
+        sidd_rows = (*ROWS, *rounded, "NAS (own noisy image)", "true configuration", *at_level)
         print(
             _table(
                 results["sidd"], sidd_rows, "SIDD-mini: calibrate on 2 training pairs, score on validation"
@@ -304,6 +336,9 @@ def main() -> None:
     p.add_argument("--profiles-from", default=None,
                    help="take the nam-cc60 profiles of this earlier run (its results.json) for the denoising "
                         "check instead of making them")  # fmt: skip
+    p.add_argument("--reuse-profiles", default=None,
+                   help="take the adapted profiles of this earlier run (same recipe, same pairs) where it "
+                        "has them instead of making them again")  # fmt: skip
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--merge", nargs="+", default=None, help="only print the tables of these runs' outputs")
     args = p.parse_args()
@@ -320,15 +355,17 @@ def main() -> None:
     config = AdaptConfig() if args.steps is None else AdaptConfig(steps=args.steps)
     groups = args.groups if args.groups is not None else sorted(d.name for d in NAM.iterdir() if d.is_dir())
     results: dict = {"model": args.model, "model_sha256": base.checkpoint_sha256, "adapt": config.to_dict()}
+    reuse = None if args.reuse_profiles is None else Path(args.reuse_profiles)
     if args.profiles_from:
         results["profiles_from"] = args.profiles_from
         earlier = json.loads((Path(args.profiles_from) / "results.json").read_text(encoding="utf-8"))
         results["nam_cc60"] = {g: r for g, r in earlier["nam_cc60"].items() if g == args.denoise}
     else:
-        results["nam_cc60"] = nam_groups(base, out, groups, config)
+        results["reused_profiles_of"] = args.reuse_profiles
+        results["nam_cc60"] = nam_groups(base, out, groups, config, reuse)
     atomic_write_json(out / "results.json", results)
     if args.sidd_configs and not args.profiles_from:
-        results["sidd"] = sidd_configs(base, out, args.sidd_configs, config)
+        results["sidd"] = sidd_configs(base, out, args.sidd_configs, config, reuse)
         atomic_write_json(out / "results.json", results)
     if args.denoise:
         overrides = {"epochs": args.denoise_epochs, "steps_per_epoch": args.denoise_steps}
