@@ -64,12 +64,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from naflow_aug.flow.model import NAFlow
 from naflow_aug.images import round_nearest, to_float
+from naflow_aug.response import camera_response, fit_level, level_gain, normalise_noise
+
+__all__ = ["AdaptConfig", "CameraFlow", "ResponseEngine", "adapt", "adapted_tensors", "apply_tensors",
+           "camera_response", "extend_model", "fit_level", "level_gain", "normalise_noise", "with_response"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,7 @@ class AdaptConfig:
     level_window: float = 10.0
     quantize: bool = True
     offset: bool = True
+    guide_bins: int = 0
     seed: int = 0
     camera: str = CAMERA_CLASS
 
@@ -116,8 +120,10 @@ class AdaptConfig:
             raise ValueError(f"AdaptConfig.lr and latent_lr must be > 0, got {self.lr}, {self.latent_lr}")
         if self.train not in TRAINABLE:
             raise ValueError(f"AdaptConfig.train must be one of {TRAINABLE}, got {self.train!r}")
-        if isinstance(self.level_bins, bool) or not isinstance(self.level_bins, int) or self.level_bins < 0:
-            raise ValueError(f"AdaptConfig.level_bins must be an integer >= 0, got {self.level_bins!r}")
+        for name in ("level_bins", "guide_bins"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"AdaptConfig.{name} must be an integer >= 0, got {value!r}")
         if not (isinstance(self.level_window, int | float) and 0 <= self.level_window <= 10):
             # the window's reach (3 std) stays inside the tiles' overlap (32): tiled decodes stay seamless
             raise ValueError(f"AdaptConfig.level_window must be in [0, 10] pixels, got {self.level_window!r}")
@@ -256,7 +262,7 @@ def adapt(
     level = offset = None
     if config.level_bins:
         level, offset = _fit_response(model, images, config)
-        model = with_response(model, level, config.level_window, config.quantize, offset)
+        model = with_response(model, level, config.level_window, config.quantize, offset, config.guide_bins)
     seconds = time.perf_counter() - start
     info = {
         "steps": config.steps,
@@ -316,120 +322,6 @@ def _match_noise_std(model: nn.Module, images: list, config: AdaptConfig, iterat
 
 # ------------------------------------------------------------------------------------ the camera's response
 
-
-def _blur(x: Tensor, sigma: float) -> Tensor:
-    """(B, C, H, W) -> Gaussian blur of std ``sigma`` pixels per channel (edges replicated)."""
-    radius = max(1, int(3 * sigma + 0.5))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-def normalise_noise(noise: Tensor, window: float) -> Tensor:
-    """(B, C, H, W) noise -> zero mean and unit root mean square per item and channel: over a Gaussian
-    window of std ``window`` pixels (local mean removed, divided by the local RMS), or over the whole
-    image when ``window`` is 0. A channel without noise stays zero."""
-    if noise.dim() != 4:
-        raise ValueError(f"noise must be (B, C, H, W), got shape {tuple(noise.shape)}")
-    if window > 0:
-        # one blur of each moment: the result at a pixel depends on its 3 * window neighbourhood only
-        mean = _blur(noise, window)
-        centred = noise - mean
-        power = (_blur(noise * noise, window) - mean * mean).clamp_min(0)
-    else:
-        centred = noise - noise.mean(dim=(2, 3), keepdim=True)
-        power = centred.pow(2).mean(dim=(2, 3), keepdim=True)
-    tiny = torch.finfo(noise.dtype).tiny
-    return torch.where(power > tiny, centred / power.clamp_min(tiny).sqrt(), torch.zeros_like(centred))
-
-
-def level_gain(clean: Tensor, level: Tensor) -> Tensor:
-    """The noise std of every pixel: ``level`` (C, K), each channel's std in K equal bins of the clean
-    intensity, interpolated linearly between bin centres at (B, C, H, W) ``clean`` in [0, 1]."""
-    c, k = level.shape
-    if clean.dim() != 4 or clean.shape[1] != c:
-        raise ValueError(f"clean must be (B, {c}, H, W) for a ({c}, {k}) level, got {tuple(clean.shape)}")
-    pos = (clean * k - 0.5).clamp(0, k - 1).flatten(2)
-    lo = pos.floor().long().clamp(max=k - 1)
-    hi = (lo + 1).clamp(max=k - 1)
-    table = level.to(clean.dtype)[None].expand(clean.shape[0], c, k)
-    t = pos - lo
-    gain = table.gather(2, lo) * (1 - t) + table.gather(2, hi) * t
-    return gain.view(clean.shape)
-
-
-def camera_response(
-    noisy: Tensor, clean: Tensor, level: Tensor, window: float, quantize: bool, offset: Tensor | None = None
-) -> Tensor:
-    """The adapted camera's output for the flow's (B, 3, H, W) ``noisy`` images of ``clean``: the noise
-    normalised (:func:`normalise_noise`) and scaled to the camera's level (:func:`level_gain`), plus the
-    camera's offset from the clean image (a (C, K) table like ``level``, interpolated alike; None: 0),
-    rounded to 8 bits when ``quantize``; not clamped (rounding and clamping to [0, 1] commute)."""
-    out = clean + normalise_noise(noisy - clean, window) * level_gain(clean, level)
-    if offset is not None:
-        out = out + level_gain(clean, offset)
-    return (out * 255).round() / 255 if quantize else out
-
-
-def _fill_nearest(values: Tensor, valid: Tensor) -> Tensor:
-    """(C, K) values where ``valid``, each invalid bin taking the nearest valid bin of its channel."""
-    k = values.shape[1]
-    pos = torch.arange(k, dtype=torch.float64)
-    out = values.clone()
-    for ch in range(values.shape[0]):
-        good = valid[ch].nonzero().flatten()
-        nearest = good[(pos[:, None] - pos[good][None]).abs().argmin(dim=1)]
-        out[ch] = values[ch, nearest]
-    return out
-
-
-def fit_level(
-    clean: Tensor, real: Tensor, unit: Tensor, bins: int, *, quantize: bool, offset: bool = False,
-    iterations: int = 6,
-) -> tuple[Tensor, Tensor]:
-    """The (C, bins) level and offset tables at which ``clean + offset + unit * level`` (both interpolated by
-    :func:`level_gain`), clamped to [0, 1] (and rounded to 8 bits), has the real noise's mean (if
-    ``offset``; else the offset stays 0) and variance (its mean square without an offset) in every
-    intensity bin of every channel.
-
-    ``clean``, ``real`` (real noise), ``unit`` (unit-RMS noise of the model): (C, P) pixels, float64. Bins
-    with fewer than 0.2 % of the pixels (at least 64) take their nearest fitted neighbour's values.
-    """
-    c = clean.shape[0]
-    idx = (clean * bins).long().clamp(0, bins - 1)
-    count = torch.zeros(c, bins, dtype=torch.float64).scatter_add_(1, idx, torch.ones_like(clean))
-    valid = count >= max(64, 0.002 * clean.shape[1])
-    if not bool(valid.any(dim=1).all()):
-        raise ValueError("fit_level: a channel has no intensity bin with enough pixels")
-
-    def moments(noise: Tensor) -> tuple[Tensor, Tensor]:
-        """Per bin: the mean and the variance about it (offset) or the mean square (no offset)."""
-        mean = torch.zeros(c, bins, dtype=torch.float64).scatter_add_(1, idx, noise) / count.clamp_min(1)
-        square = torch.zeros(c, bins, dtype=torch.float64).scatter_add_(1, idx, noise * noise)
-        square = square / count.clamp_min(1)
-        return (mean, (square - mean * mean).clamp_min(0)) if offset else (torch.zeros_like(mean), square)
-
-    target_mean, target_var = moments(real)
-    shift = _fill_nearest(target_mean, valid)
-    level = _fill_nearest(target_var.sqrt(), valid)
-    for _ in range(iterations):
-        gain = level_gain(clean[None, :, None], level)[0, :, 0]
-        out = (clean + level_gain(clean[None, :, None], shift)[0, :, 0] + unit * gain).clamp(0, 1)
-        if quantize:
-            out = (out * 255).round() / 255
-        now_mean, now_var = moments(out - clean)
-        ratio = (target_var / now_var.clamp_min(1e-20)).sqrt()
-        ratio = torch.where(now_var > 0, ratio, torch.ones_like(now_var))
-        level = _fill_nearest((level * ratio).clamp(1e-4, 1.0), valid)
-        if offset:  # clipping at 0 and 1 moves the mean: correct for what the last round left
-            shift = _fill_nearest(shift + (target_mean - now_mean), valid)
-    return level, shift
-
-
 class ResponseEngine:
     """The sampling path's engine (:class:`naflow_aug.flow.nas.Engine`) of a :class:`CameraFlow`: ``inner``'s
     (the fast or the layer engine), its decoded images passed through the camera's response. The features
@@ -471,7 +363,8 @@ class CameraFlow(NAFlow):
     """
 
     def __init__(
-        self, config: Any, level: Tensor, window: float, quantize: bool, offset: Tensor | None = None
+        self, config: Any, level: Tensor, window: float, quantize: bool, offset: Tensor | None = None,
+        guide_bins: int = 0,
     ) -> None:
         super().__init__(config)
         if level.dim() != 2 or level.shape[0] != 3 or not bool(torch.isfinite(level).all()):
@@ -484,12 +377,13 @@ class CameraFlow(NAFlow):
             )
         self.register_buffer("response_offset", offset.detach().clone().float(), persistent=False)
         self.response_window = float(window)
+        self.guide_bins = int(guide_bins)
         self.quantize = bool(quantize)
 
     def respond(self, noisy: Tensor, clean: Tensor) -> Tensor:
         """The camera's output for the flow's (B, 3, H, W) ``noisy`` images of ``clean`` (not clamped)."""
         return camera_response(noisy, clean, self.response_level, self.response_window, self.quantize,
-                               self.response_offset)  # fmt: skip
+                               self.response_offset, self.guide_bins)  # fmt: skip
 
     def decode(self, z: Tensor, clean: Tensor, features: list[Tensor] | None = None) -> Tensor:
         return self.respond(super().decode(z, clean, features), clean)
@@ -504,10 +398,11 @@ class CameraFlow(NAFlow):
 
 
 def with_response(
-    model: nn.Module, level: Tensor, window: float, quantize: bool, offset: Tensor | None = None
+    model: nn.Module, level: Tensor, window: float, quantize: bool, offset: Tensor | None = None,
+    guide_bins: int = 0,
 ) -> CameraFlow:
     """``model`` (an adapted NAFlow) as a :class:`CameraFlow` with the given response, frozen."""
-    flow = CameraFlow(model.config, level, window, quantize, offset)
+    flow = CameraFlow(model.config, level, window, quantize, offset, guide_bins)
     param = next(model.parameters())
     flow = flow.to(param.device, param.dtype)
     flow.load_state_dict(model.state_dict(), strict=True)
@@ -535,7 +430,8 @@ def _fit_response(model: nn.Module, images: list, config: AdaptConfig) -> tuple[
         fake = model.decode(z, c.to(device, dtype)).float().cpu()
         clean_px.append(c[0].flatten(1).double())
         real_px.append((n - c)[0].flatten(1).double())
-        unit_px.append(normalise_noise(fake - c, config.level_window)[0].flatten(1).double())
+        unit = normalise_noise(fake - c, config.level_window, c, config.guide_bins)
+        unit_px.append(unit[0].flatten(1).double())
     clean_all, real_all, unit_all = (torch.cat(xs, dim=1) for xs in (clean_px, real_px, unit_px))
     return fit_level(clean_all, real_all, unit_all, config.level_bins, quantize=config.quantize,
                      offset=config.offset)  # fmt: skip
@@ -552,6 +448,7 @@ def adapted_tensors(base: nn.Module, adapted: nn.Module, config: AdaptConfig) ->
     if isinstance(adapted, CameraFlow):
         out["camera.level"] = adapted.response_level.detach().float().cpu().clone()
         out["camera.offset"] = adapted.response_offset.detach().float().cpu().clone()
+        out["camera.guide_bins"] = torch.tensor(adapted.guide_bins)
         out["camera.level_window"] = torch.tensor(adapted.response_window)
         out["camera.quantize"] = torch.tensor(float(adapted.quantize))
     return out
@@ -590,5 +487,7 @@ def apply_tensors(base: nn.Module, tensors: Mapping[str, torch.Tensor], camera: 
         if key not in tensors or tensors[key].numel() != 1:
             raise ValueError(f"adapted profile tensors have 'camera.level' but no one-value {key!r}")
     window, quantize = float(tensors["camera.level_window"]), bool(tensors["camera.quantize"])
-    # profiles made before the offset existed have none: 0
-    return with_response(model, tensors["camera.level"], window, quantize, tensors.get("camera.offset"))
+    # profiles made before the offset and the guided normalisation existed have neither: 0
+    guide = int(tensors["camera.guide_bins"]) if "camera.guide_bins" in tensors else 0
+    offset = tensors.get("camera.offset")
+    return with_response(model, tensors["camera.level"], window, quantize, offset, guide)
