@@ -105,7 +105,8 @@ def _profiles(
     t = time.perf_counter()
     if earlier is not None and earlier.is_file():
         adapted = NoiseProfile.load(earlier)
-        if adapted.extra.get("adapt") != config.to_dict() or adapted.files != tuple(files):
+        # fields added to the recipe since then take their defaults
+        if AdaptConfig(**adapted.extra["adapt"]) != config or adapted.files != tuple(files):
             raise ValueError(f"{earlier} was made with another recipe or other pairs")
         adapt_s = adapted.extra["adapt_info"]["seconds"]
     else:
