@@ -346,3 +346,24 @@ def test_adapted_profile_applies_the_camera_response(base, adapted_profile) -> N
     with pytest.raises(ValueError, match="camera.quantize"):
         apply_tensors(base, {**old, "camera.level": profile.tensors["camera.level"],
                              "camera.level_window": torch.tensor(0.0)}, "camera")  # fmt: skip
+
+
+def test_guided_normalisation_keeps_bright_noise_next_to_dark_noise() -> None:
+    from naflow_aug.response import normalise_noise as normalise
+
+    g = torch.Generator().manual_seed(6)
+    clean = torch.full((1, 1, 48, 64), 0.9, dtype=torch.float64)
+    clean[..., :32] = 0.1  # dark left, bright right
+    std = 0.01 + 0.07 * (clean < 0.5).double()
+    noise = std * torch.randn(clean.shape, generator=g, dtype=torch.float64)
+    near_edge = (..., slice(None), slice(32, 40))  # bright pixels within a window of the dark region
+    plain = normalise(noise, 4.0)
+    guided = normalise(noise, 4.0, clean, bins=4)
+    # the plain window's RMS there is dominated by the dark side's strong noise: far below 1
+    assert float(plain[near_edge].pow(2).mean().sqrt()) < 0.5
+    assert 0.85 < float(guided[near_edge].pow(2).mean().sqrt()) < 1.15
+    assert 0.85 < float(guided[..., :, :24].pow(2).mean().sqrt()) < 1.15
+    # one bin is the plain window
+    assert torch.allclose(normalise(noise, 4.0, clean, bins=1), plain, atol=1e-9)
+    with pytest.raises(ValueError, match="clean images"):
+        normalise(noise, 4.0, None, bins=4)
