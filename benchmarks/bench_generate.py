@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from naflow_aug.generate import GenerateConfig, _read_rows, generate, load_noise, make_plan, sample_seeds
+    from naflow_aug.generate import GenerateConfig, generate, load_noise, make_plan, read_rows, sample_seeds
 
     with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp_name:
         tmp = Path(tmp_name)
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # raw batched NAS: the same crops, decoded once and held in memory, the same batches
         rows = np.arange(n)
-        clean_u8, ref_u8 = _read_rows(plan, rows, True, {})
+        clean_u8, ref_u8 = read_rows(plan, rows, True, {})
         dev = torch.device(args.device)
         batches = []
         for b0 in range(0, n, args.batch_size):

@@ -1,7 +1,6 @@
 """naflow-aug: realistic camera noise from a frozen NAFlow, as transforms, datasets and benchmarks."""
 
-__version__ = "0.1.0"
-
+from ._version import __version__ as __version__
 from .checkpoints import available_models, load, save_checkpoint  # noqa: E402
 from .flow import NAFlow, NAFlowConfig, SampleParams  # noqa: E402
 from .noise import NoiseParams, NoiseSource, make_noise_source  # noqa: E402

@@ -9,7 +9,7 @@ a new configuration *and* changes the flow a little so that the camera's noise m
 1. the model gets one more class, its Gaussian started at the closed-form fit of the pairs' latents
    (:func:`naflow_aug.train.refit_prior`);
 2. a few hundred steps of the training objective (``NAFlow.nll``) on random crops, flips and rotations of
-   the pairs (the training pipeline's batches, :class:`naflow_aug.train._StepBatches`), at a low learning
+   the pairs (the training pipeline's batches, :class:`naflow_aug.train.StepBatches`), at a low learning
    rate, on the parameters that :data:`TRAINABLE` names, all randomness from ``seed``;
 3. the new class's std scaled so that noise sampled on the pairs' clean images has the real noise's power
    (:func:`_match_noise_std`);
@@ -197,7 +197,7 @@ def adapt(
     base model is not modified. ``info`` holds the steps, seconds, first and last losses (bits per pixel).
     """
     from naflow_aug.data.pairs import Pair
-    from naflow_aug.train import TrainConfig, _StepBatches, refit_prior
+    from naflow_aug.train import StepBatches, TrainConfig, refit_prior
 
     config = config or AdaptConfig()
     if not isinstance(config, AdaptConfig):
@@ -237,7 +237,7 @@ def adapt(
     )  # fmt: skip
     fake_pairs = [Pair(Path(f"pair{i}_clean"), Path(f"pair{i}_noisy"), config.camera, str(i), *n.shape[1:])
                   for i, (n, _) in enumerate(images)]  # fmt: skip
-    batches = _StepBatches(fake_pairs, [camera_id] * len(images), model.num_classes, train_config, 0, images)
+    batches = StepBatches(fake_pairs, [camera_id] * len(images), model.num_classes, train_config, 0, images)
     # ActNorm keeps its fitted statistics: train mode only matters for layers that initialise on first use
     model.eval()
     device = next(model.parameters()).device

@@ -135,39 +135,44 @@ def noise_quality(
             clean = trim_to_multiple(pair.clean, multiple)[None]
             noisy = trim_to_multiple(pair.noisy, multiple)[None]
             for _ in range(samples):
-                if source == TRUE_CONFIG:
-                    device = next(model.parameters()).device
-                    seed = int(torch.randint(0, 2**62, (), generator=g))
-                    fake = model.sample(clean.to(device), config=pair.cls, seeds=[seed]).cpu()
-                else:
-                    configs = [pair.cls] if pair.cls in (getattr(source, "classes", None) or ()) else None
-                    fake, _ = source(clean, reference=noisy, configs=configs, generator=g)
-                fake = fake.float().cpu()
+                fake = _synthetic_noisy(source, model, pair.cls, clean, noisy, g)
                 per.setdefault(pair.cls, []).append(
                     (float(metrics.kld(noisy, fake, clean)), float(metrics.akld(noisy, fake, clean)))
                 )
                 bar.update(1)
-        everything = [v for vs in per.values() for v in vs]
-        rows.append(
-            {
-                "source": name,
-                "spec": source if isinstance(source, str) else getattr(source, "spec", repr(source)),
-                "kld": _mean([k for k, _ in everything]),
-                "akld": _mean([a for _, a in everything]),
-                "n": len(everything),
-                "classes": {
-                    c: {"kld": _mean([k for k, _ in v]), "akld": _mean([a for _, a in v]), "n": len(v)}
-                    for c, v in sorted(per.items())
-                },
-            }
-        )
-        log.info(
-            "noise quality %s: KLD %.4f AKLD %.4f (%d samples)",
-            name,
-            rows[-1]["kld"],
-            rows[-1]["akld"],
-            len(everything),
-        )
+        rows.append(_quality_row(name, source, per))
     bar.close()
     posterior = posterior_accuracy(model, pairs) if model is not None else None
     return {"sources": rows, "posterior": posterior, "pairs": len(pairs), "samples": samples}
+
+
+def _synthetic_noisy(
+    source: Any, model: Any, config: str, clean: torch.Tensor, noisy: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """One synthetic noisy image of ``clean`` (1, 3, H, W) from ``source``, on the CPU in float."""
+    if source == TRUE_CONFIG:
+        device = next(model.parameters()).device
+        seed = int(torch.randint(0, 2**62, (), generator=generator))
+        fake = model.sample(clean.to(device), config=config, seeds=[seed]).cpu()
+    else:
+        configs = [config] if config in (getattr(source, "classes", None) or ()) else None
+        fake, _ = source(clean, reference=noisy, configs=configs, generator=generator)
+    return fake.float().cpu()
+
+
+def _quality_row(name: str, source: Any, per: Mapping[str, Sequence[tuple[float, float]]]) -> dict[str, Any]:
+    """One source's row: KLD / AKLD over every sample, and per configuration."""
+    everything = [v for vs in per.values() for v in vs]
+    row = {
+        "source": name,
+        "spec": source if isinstance(source, str) else getattr(source, "spec", repr(source)),
+        "kld": _mean([k for k, _ in everything]),
+        "akld": _mean([a for _, a in everything]),
+        "n": len(everything),
+        "classes": {
+            c: {"kld": _mean([k for k, _ in v]), "akld": _mean([a for _, a in v]), "n": len(v)}
+            for c, v in sorted(per.items())
+        },
+    }
+    log.info("noise quality %s: KLD %.4f AKLD %.4f (%d samples)", name, row["kld"], row["akld"], row["n"])
+    return row

@@ -19,6 +19,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from naflow_aug import bench, generate, train
 from naflow_aug.flow.nas import draw_item_noise
 from naflow_aug.noise import check_images, draw_seeds, make_noise_source
+from naflow_aug.runtime.distributed import setup_distributed
 
 
 class HostSyncCounter(TorchDispatchMode):
@@ -153,9 +154,9 @@ def test_process_group_backend_per_device(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: None)
     assert bench.init_distributed("cpu") == torch.device("cpu")
     assert bench.init_distributed("cuda") == torch.device("cuda", 0)
-    train._setup_distributed("cpu")
-    train._setup_distributed("cuda")
-    generate._dist_setup()
+    setup_distributed("cpu")  # training: the backend by its device
+    setup_distributed("cuda")
+    generate.join_process_group()
     assert seen == ["gloo", "nccl", "gloo", "nccl", "gloo"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     seen.clear()
@@ -163,7 +164,7 @@ def test_process_group_backend_per_device(monkeypatch) -> None:
     with pytest.raises(ValueError, match="CUDA is not available"):
         bench.init_distributed("cuda")
     bench.init_distributed(None)
-    train._setup_distributed("auto")
+    setup_distributed("auto")
     assert seen == ["gloo", "gloo"]
 
 
@@ -206,7 +207,7 @@ def test_naflow_training_step_reads_back_a_fixed_few_times(tmp_path, monkeypatch
 
     write_simulated_sidd(tmp_path / "sim", seed=0, cameras=DEFAULT_CAMERAS[:2], scenes_per_config=1,
                          size_range=(32, 32))  # fmt: skip
-    original = train._batch_loss
+    original = train.loop._batch_loss
     counts = []
     for steps in (2, 4):
         counter = HostSyncCounter()
@@ -216,7 +217,7 @@ def test_naflow_training_step_reads_back_a_fixed_few_times(tmp_path, monkeypatch
                 counter.marked[t] = True
             return original(objective, batch)
 
-        monkeypatch.setattr(train, "_batch_loss", marked_loss)
+        monkeypatch.setattr(train.loop, "_batch_loss", marked_loss)
         config = train.preset("cpu").replace(
             data=str(tmp_path / "sim"), model={"hidden_channels": 8, "encoder_channels": 8}, steps=steps,
             batch_size=2, crop_size=16, log_every=100, checkpoint_every=100, val_every=0,

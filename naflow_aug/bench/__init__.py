@@ -18,8 +18,9 @@ Modules: ``presets`` (:class:`BenchPreset`), ``batches`` (:class:`PatchBatches`,
 splits and paired folders read from disk), ``training`` (:func:`train_denoiser`), ``scoring``
 (:func:`evaluate_pairs`, :func:`evaluate_sidd_validation`), ``submission`` (``SubmitSrgb.csv``),
 ``runner`` (:func:`run_benchmark`), ``from_paths`` (:func:`bench_from_paths`, the CLI), ``reports``
-(Markdown tables), ``figures`` (grid and curves), ``seeds`` (``--seeds`` aggregation), ``distributed``
-(torchrun set-up), ``seeding`` (per-epoch generators), ``spellings`` (the noise kinds the bench reads).
+(Markdown tables), ``figures`` (grid and curves), ``seeds`` (``--seeds`` aggregation), ``spellings``
+(the noise kinds the bench reads). Its torchrun set-up and per-epoch generators are the jobs' runtime
+(:mod:`naflow_aug.runtime`), shared with ``generate`` and ``train``.
 """
 
 from naflow_aug.bench.batches import Batch, NoiseSource, Pair, PatchBatches, to_batch, to_image
@@ -30,7 +31,6 @@ from naflow_aug.bench.datasets import (
     paired_folder_pairs,
     sidd_split_data,
 )
-from naflow_aug.bench.distributed import init_distributed
 from naflow_aug.bench.figures import plot_curves, write_grid
 from naflow_aug.bench.from_paths import bench_from_paths
 from naflow_aug.bench.presets import CPU, PAPER, PRESETS, BenchPreset, load_preset
@@ -48,6 +48,7 @@ from naflow_aug.bench.sources import TrainSource, fit_dataset_baselines, hdf5_ba
 from naflow_aug.bench.spellings import BASELINE_KINDS, is_baseline
 from naflow_aug.bench.submission import denoise_sidd_benchmark
 from naflow_aug.bench.training import make_dncnn, train_denoiser
+from naflow_aug.runtime.distributed import init_distributed
 
 __all__ = [
     "BASELINE_KINDS",

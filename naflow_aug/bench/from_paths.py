@@ -13,7 +13,6 @@ from torch import nn
 
 from naflow_aug.bench.batches import Pair
 from naflow_aug.bench.datasets import CleanFolder, load_pairs, paired_folder_pairs, sidd_split_data
-from naflow_aug.bench.distributed import init_distributed
 from naflow_aug.bench.presets import BenchPreset, load_preset
 from naflow_aug.bench.runner import run_benchmark
 from naflow_aug.bench.sources import TrainSource, fit_dataset_baselines, hdf5_batches, noise_sources
@@ -22,6 +21,7 @@ from naflow_aug.denoisers.dncnn import load_dncnn
 from naflow_aug.noise.baselines import Baselines
 from naflow_aug.noise.registry import parse_noise_spec
 from naflow_aug.runs import RunDir
+from naflow_aug.runtime.distributed import init_distributed
 
 Evaluation = Callable[[], Iterator[Pair]]
 

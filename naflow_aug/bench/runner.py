@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from naflow_aug.bench.batches import Pair
-from naflow_aug.bench.distributed import barrier, init_distributed, rank_and_world
 from naflow_aug.bench.figures import plot_curves, save_strip, write_grid
 from naflow_aug.bench.presets import CPU, BenchPreset
 from naflow_aug.bench.reports import results_markdown
@@ -26,6 +25,7 @@ from naflow_aug.bench.training import make_dncnn, train_denoiser
 from naflow_aug.data.sidd_blocks import SiddValidation
 from naflow_aug.denoisers.dncnn import save_dncnn
 from naflow_aug.runs import RunDir, atomic_write_text, build_seeded, config_to_dict
+from naflow_aug.runtime.distributed import current_context, init_distributed
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,9 @@ def run_benchmark(
             return json.loads(run.results_path.read_text(encoding="utf-8"))
         raise ValueError(f"{run.path} already holds a finished run; pass resume=True or another folder")
     _check_new_run(run, sources, resume=resume, scored=sidd_val is not None or evaluation is not None)
-    rank, _ = rank_and_world()
-    barrier()  # every rank has checked the folder before rank 0 writes into it
+    ctx = current_context()
+    rank = ctx.rank
+    ctx.barrier()  # every rank has checked the folder before rank 0 writes into it
     model_factory = model_factory or (lambda: make_dncnn(preset))
     config = {
         "preset": config_to_dict(preset),
@@ -88,12 +89,12 @@ def run_benchmark(
         model = _denoiser(source, sub, preset, model_factory, sets.validate, device=device, progress=progress)
         train_seconds = time.perf_counter() - t0
         if rank != 0:
-            barrier()  # wait while rank 0 scores, so that every rank starts the next source together
+            ctx.barrier()  # wait while rank 0 scores, so that every rank starts the next source together
             continue
         row = _score_source(model, source, sub, sets, train_seconds, sidd_bench=sidd_bench)
         sub.write_results(row)
         rows.append(row)
-        barrier()
+        ctx.barrier()
     if rank != 0:
         return {}
     return _write_results(run, preset, rows)

@@ -17,11 +17,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from naflow_aug.bench.batches import Batch
-from naflow_aug.bench.distributed import rank_and_world
 from naflow_aug.bench.presets import BenchPreset
-from naflow_aug.bench.seeding import epoch_generator
 from naflow_aug.denoisers.dncnn import DnCNN, checkpoint_name, latest_checkpoint
 from naflow_aug.runs import RunDir, atomic_torch_save
+from naflow_aug.runtime.distributed import current_context
+from naflow_aug.runtime.seeding import epoch_generator
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ def train_denoiser(
     DDP, every rank draws its own batches and rank 0 validates and writes. Returns the trained model.
     """
     run = run if isinstance(run, RunDir) else RunDir(run)
-    rank, world = rank_and_world()
+    ctx = current_context()
+    rank, world = ctx.rank, ctx.world
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=preset.lr)
@@ -79,8 +80,7 @@ def train_denoiser(
             run.log(record)
             _save_checkpoint(model, optimizer, run.path, epoch, keep=preset.keep_checkpoints)
             log.info("%s epoch %d: %s", desc, epoch, record)
-        if world > 1:
-            torch.distributed.barrier()
+        ctx.barrier()
     return model.eval()
 
 

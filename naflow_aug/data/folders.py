@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from naflow_aug.data.cache import find_cache
 from naflow_aug.data.images import IMAGE_SUFFIXES, image_size, load_uint8
 from naflow_aug.data.pairs import UNLABELLED, Pair
-from naflow_aug.data.sidd import PairedCropDataset, _crop_hw, _random_window
+from naflow_aug.data.sidd import PairedCropDataset, crop_hw, random_window
 from naflow_aug.images import to_float
 
 __all__ = [
@@ -329,7 +329,7 @@ class CleanFolderDataset(Dataset):
         self.paths = list(iter_images(self.root, recursive=recursive, progress=progress))
         if not self.paths:
             raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) found in {self.root}")
-        self.crop_size = _crop_hw(crop_size)
+        self.crop_size = crop_hw(crop_size)
         if not isinstance(size_multiple, int) or size_multiple < 1:
             raise ValueError(f"size_multiple must be a positive int, got {size_multiple!r}")
         self.size_multiple = size_multiple
@@ -344,7 +344,7 @@ class CleanFolderDataset(Dataset):
         h, w = img.shape[-2:]
         if self.crop_size is not None:
             ch, cw = self.crop_size
-            top, left = _random_window(h, w, ch, cw, self.generator, str(path))
+            top, left = random_window(h, w, ch, cw, self.generator, str(path))
             img = img[:, top : top + ch, left : left + cw]
         else:
             m = self.size_multiple

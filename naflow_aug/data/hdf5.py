@@ -39,7 +39,7 @@ import torch
 from torch.utils.data import Dataset
 
 from naflow_aug.images import to_float
-from naflow_aug.runs import _fsync_dir
+from naflow_aug.runs import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class PartWriter:
         self.file.close()
         _fsync_path(self.tmp)
         os.replace(self.tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         return self.path
 
     def abort(self) -> None:
@@ -219,60 +219,12 @@ def join_parts(
     if mode not in ("copy", "vds"):
         raise ValueError(f"join mode must be 'copy' or 'vds', got {mode!r}")
     out = Path(out)
-    if not part_files:
-        raise ValueError("no parts to join")
-    infos = []
-    for p in part_files:
-        info = read_part_info(p)
-        if info is None:
-            raise ValueError(f"{p} is not a complete part")
-        infos.append(info)
-    expected = 0
-    for p, (start, _n) in zip(part_files, infos, strict=True):
-        if start != expected:
-            raise ValueError(
-                f"{p} starts at sample {start}, expected {expected}: parts missing or out of order"
-            )
-        expected += _n
-    total = expected
-    with h5py.File(part_files[0], "r") as f0:
-        _, height, width, _ = f0["clean"].shape
-        num_classes = f0["meta"]["weights"].shape[1]
-        compression = f0["clean"].compression
-
+    infos = _check_part_sequence(part_files)
+    total = sum(n for _start, n in infos)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with h5py.File(tmp, "w", libver=LIBVER) as f:
-            if mode == "copy":
-                opts = _dataset_options(height, width, compression)
-                dsets = {
-                    k: f.create_dataset(k, (total, height, width, 3), dtype=np.uint8, **opts)
-                    for k in IMAGE_KEYS
-                }
-            else:
-                for key in IMAGE_KEYS:
-                    layout = h5py.VirtualLayout(shape=(total, height, width, 3), dtype=np.uint8)
-                    for p, (start, n) in zip(part_files, infos, strict=True):
-                        rel = os.path.relpath(p, out.parent)
-                        layout[start : start + n] = h5py.VirtualSource(rel, key, shape=(n, height, width, 3))
-                    f.create_virtual_dataset(key, layout, fillvalue=0)
-            meta = f.create_group("meta")
-            meta.create_dataset("index", (total,), dtype=np.int64)
-            meta.create_dataset("seed", (total,), dtype=np.int64)
-            meta.create_dataset("crop", (total, 4), dtype=np.int32)
-            meta.create_dataset("weights", (total, num_classes), dtype=np.float32)
-            for key in _STR_KEYS:
-                meta.create_dataset(key, (total,), dtype=_STR)
-            for p, (start, n) in zip(part_files, infos, strict=True):
-                with h5py.File(p, "r") as src:
-                    for key in META_KEYS:
-                        meta[key][start : start + n] = src["meta"][key][...]
-                    if mode == "copy":
-                        for key in IMAGE_KEYS:
-                            s_id, d_id = src[key].id, dsets[key].id
-                            for i in range(n):
-                                filter_mask, chunk = s_id.read_direct_chunk((i, 0, 0, 0))
-                                d_id.write_direct_chunk((start + i, 0, 0, 0), chunk, filter_mask)
+            _write_joined(f, out, part_files, infos, total, mode)
             for key, value in attrs.items():
                 f.attrs[key] = value
             f.attrs["join"] = mode
@@ -281,7 +233,7 @@ def join_parts(
             f.attrs[COMPLETE_ATTR] = 1  # last: a file with the marker is whole
         _fsync_path(tmp)
         os.replace(tmp, out)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
     except BaseException as err:
         tmp.unlink(missing_ok=True)
         if _is_enospc(err):
@@ -292,6 +244,69 @@ def join_parts(
             ) from err
         raise
     return out
+
+
+def _check_part_sequence(part_files: Sequence[Path]) -> list[tuple[int, int]]:
+    """Each part's (first sample, samples); refused unless every part is complete and they follow on."""
+    if not part_files:
+        raise ValueError("no parts to join")
+    infos = []
+    for p in part_files:
+        info = read_part_info(p)
+        if info is None:
+            raise ValueError(f"{p} is not a complete part")
+        infos.append(info)
+    expected = 0
+    for p, (start, n) in zip(part_files, infos, strict=True):
+        if start != expected:
+            raise ValueError(
+                f"{p} starts at sample {start}, expected {expected}: parts missing or out of order"
+            )
+        expected += n
+    return infos
+
+
+def _write_joined(
+    f: h5py.File,
+    out: Path,
+    part_files: Sequence[Path],
+    infos: Sequence[tuple[int, int]],
+    total: int,
+    mode: Literal["copy", "vds"],
+) -> None:
+    """The joined file's images (copied chunks, or virtual datasets over the parts) and metadata."""
+    with h5py.File(part_files[0], "r") as f0:
+        _, height, width, _ = f0["clean"].shape
+        num_classes = f0["meta"]["weights"].shape[1]
+        compression = f0["clean"].compression
+    if mode == "copy":
+        opts = _dataset_options(height, width, compression)
+        shape = (total, height, width, 3)
+        dsets = {k: f.create_dataset(k, shape, dtype=np.uint8, **opts) for k in IMAGE_KEYS}
+    else:
+        for key in IMAGE_KEYS:
+            layout = h5py.VirtualLayout(shape=(total, height, width, 3), dtype=np.uint8)
+            for p, (start, n) in zip(part_files, infos, strict=True):
+                rel = os.path.relpath(p, out.parent)
+                layout[start : start + n] = h5py.VirtualSource(rel, key, shape=(n, height, width, 3))
+            f.create_virtual_dataset(key, layout, fillvalue=0)
+    meta = f.create_group("meta")
+    meta.create_dataset("index", (total,), dtype=np.int64)
+    meta.create_dataset("seed", (total,), dtype=np.int64)
+    meta.create_dataset("crop", (total, 4), dtype=np.int32)
+    meta.create_dataset("weights", (total, num_classes), dtype=np.float32)
+    for key in _STR_KEYS:
+        meta.create_dataset(key, (total,), dtype=_STR)
+    for p, (start, n) in zip(part_files, infos, strict=True):
+        with h5py.File(p, "r") as src:
+            for key in META_KEYS:
+                meta[key][start : start + n] = src["meta"][key][...]
+            if mode == "copy":
+                for key in IMAGE_KEYS:
+                    s_id, d_id = src[key].id, dsets[key].id
+                    for i in range(n):
+                        filter_mask, chunk = s_id.read_direct_chunk((i, 0, 0, 0))
+                        d_id.write_direct_chunk((start + i, 0, 0, 0), chunk, filter_mask)
 
 
 # ------------------------------------------------------------------------------------------ inspection

@@ -178,7 +178,7 @@ def cached_sidd_pairs(cache: ImageCache) -> list[Pair]:
 # ------------------------------------------------------------------------------------------- crops
 
 
-def _crop_hw(crop_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+def crop_hw(crop_size: int | Sequence[int] | None) -> tuple[int, int] | None:
     if crop_size is None:
         return None
     if isinstance(crop_size, int) and not isinstance(crop_size, bool):
@@ -194,7 +194,7 @@ def _crop_hw(crop_size: int | Sequence[int] | None) -> tuple[int, int] | None:
     return hw
 
 
-def _random_window(
+def random_window(
     h: int, w: int, ch: int, cw: int, generator: torch.Generator | None, name: str
 ) -> tuple[int, int]:
     """(top, left) of a random ch x cw window of an h x w image, drawn from ``generator`` (top first)."""
@@ -235,8 +235,8 @@ def random_paired_crop(
     if clean.shape != noisy.shape:
         raise ValueError(f"{name}: clean {tuple(clean.shape)} and noisy {tuple(noisy.shape)} differ in size")
     h, w = clean.shape[-2:]
-    ch, cw = _crop_hw(crop_size) or (h, w)
-    top, left = _random_window(h, w, ch, cw, generator, name)
+    ch, cw = crop_hw(crop_size) or (h, w)
+    top, left = random_window(h, w, ch, cw, generator, name)
     clean = clean[..., top : top + ch, left : left + cw]
     noisy = noisy[..., top : top + ch, left : left + cw]
     if augment:
@@ -270,7 +270,7 @@ def _read_paired_window(
         if (h, w) != (hn, wn):
             raise ValueError(f"{name}: size {hn}x{wn} differs from its clean image {it.clean_path} ({h}x{w})")
     ch, cw = crop_size or (h, w)
-    top, left = _random_window(h, w, ch, cw, generator, name)
+    top, left = random_window(h, w, ch, cw, generator, name)
     dims, k = _draw_orientation(ch, cw, generator) if augment else ([], 0)
     clean, noisy = (read_crop(path, top, left, ch, cw) for path in (it.clean_path, it.noisy_path))
     return _unit_float(clean, dims, k), _unit_float(noisy, dims, k)
@@ -301,7 +301,7 @@ class PairedCropDataset(Dataset):
         self.items = list(items)
         if not self.items:
             raise ValueError("no image pairs to read (empty selection)")
-        self.crop_size = _crop_hw(crop_size)
+        self.crop_size = crop_hw(crop_size)
         present = sorted({it.cls for it in self.items})
         if classes is None:
             self.classes = present

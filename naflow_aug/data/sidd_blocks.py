@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from naflow_aug.images import round_half_up_exact
+from naflow_aug.runtime.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +344,6 @@ def write_submission(path: str | os.PathLike, blocks: np.ndarray | torch.Tensor)
     """Write ``SubmitSrgb.csv`` from denoised benchmark blocks (40, 32, S, S, 3) (uint8, or float in [0, 1]
     quantised by :func:`quantize_uint8`). Rows ``ID = image * 32 + block``, ``BLOCK`` = base64 of HWC bytes.
     """
-    from naflow_aug.runs import atomic_write_text
 
     blocks = quantize_uint8(blocks)
     if blocks.ndim != 5 or blocks.shape[4] != 3 or blocks.shape[2] != blocks.shape[3]:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from naflow_aug.data.images import write_png
+from naflow_aug.data.sidd import SiddMediumDataset
 from naflow_aug.images import round_nearest, to_float
 from naflow_aug.metrics import neighbour_correlation
 
@@ -348,7 +349,6 @@ def noise_statistics(root: str | os.PathLike, *, progress: bool = False) -> dict
     ``neighbour_corr`` is the mean correlation of each pixel's noise with its 4 nearest neighbours
     (:func:`naflow_aug.metrics.neighbour_correlation`), averaged over the class's pairs.
     """
-    from naflow_aug.data.sidd import SiddMediumDataset
 
     ds = SiddMediumDataset(root, augment=False, progress=progress)
     acc: dict[str, list[tuple[float, float]]] = {c: [] for c in ds.classes}

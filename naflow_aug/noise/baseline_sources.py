@@ -13,10 +13,10 @@ from naflow_aug.noise.baselines import Baselines, sample_gaussian, sample_poisso
 from naflow_aug.noise.params import NoiseParams
 from naflow_aug.noise.source import (
     NoiseSource,
-    _fill_labels,
-    _generators_after_pick,
-    _pick_configs,
+    fill_labels,
+    generators_after_pick,
     item_generator,
+    pick_configs,
 )
 
 
@@ -46,7 +46,7 @@ class BaselineSource(NoiseSource):
         self.classes = tuple(baselines.classes)
 
     def _draw(self, clean, reference, configs, seeds) -> NoiseParams:
-        configs = _fill_labels(configs, _pick_configs(seeds, self.classes))
+        configs = fill_labels(configs, pick_configs(seeds, self.classes))
         for name in configs:
             self.baselines[name]  # noqa: B018 -- raises a clear error for an unfitted configuration
         return NoiseParams(source=self.spec, seeds=seeds, configs=tuple(configs))
@@ -54,7 +54,7 @@ class BaselineSource(NoiseSource):
     def _apply(self, clean, params, reference) -> torch.Tensor:
         if params.configs is None:
             raise ValueError(f"params for {self.spec!r} must record each item's configuration")
-        gens = _generators_after_pick(params.seeds, len(self.classes))
+        gens = generators_after_pick(params.seeds, len(self.classes))
         if self.kind == "gaussian-per-config":
             return sample_gaussian(clean, self.baselines.gaussian_std(params.configs), gens)
         a, b = self.baselines.poisson_gaussian(params.configs)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from naflow_aug.data.images import load_image
 from naflow_aug.runs import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
@@ -279,7 +280,6 @@ def fit_baselines_from_files(
     """:func:`fit_baselines` over image files: ``records`` yields (clean_path, noisy_path, config)."""
     from tqdm.auto import tqdm
 
-    from naflow_aug.data.images import load_image
 
     def pairs():
         for clean_path, noisy_path, name in tqdm(

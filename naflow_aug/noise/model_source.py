@@ -13,7 +13,7 @@ from naflow_aug.checkpoints import available_models, load
 from naflow_aug.flow import nas
 from naflow_aug.flow.noise_level import check_level, noise_std
 from naflow_aug.noise.params import NoiseParams
-from naflow_aug.noise.source import NoiseSource, _check_reference, _fill_labels, _pick_configs, check_images
+from naflow_aug.noise.source import NoiseSource, check_images, check_reference, fill_labels, pick_configs
 
 MODEL_KINDS = ("random", "config", "weights", "nas", "profile")
 
@@ -71,7 +71,7 @@ class ModelSource(NoiseSource):
         configs = None
         if self.kind == "random":
             # labels name each item's configuration; the pick is drawn anyway so the noise stream is the same
-            configs = tuple(_fill_labels(labels, _pick_configs(seeds, self.classes)))
+            configs = tuple(fill_labels(labels, pick_configs(seeds, self.classes)))
             unknown = sorted(set(configs) - set(self.classes))
             if unknown:
                 raise ValueError(
@@ -100,7 +100,7 @@ class ModelSource(NoiseSource):
     def nas_weights(self, clean: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """(B, K) NAS posterior of each (clean, reference) pair, computed once per image (tiled if large)."""
         clean = check_images(clean)
-        reference = _check_reference(reference, clean, self.spec)
+        reference = check_reference(reference, clean, self.spec)
         # inference tensors cannot enter autograd later: clone outside inference mode
         return self._nas_weights(clean, reference).cpu().clone()
 

@@ -30,6 +30,8 @@ from tqdm.auto import tqdm
 
 from naflow_aug import tiling
 from naflow_aug.adapt import AdaptConfig, adapt, adapted_tensors, apply_tensors
+from naflow_aug.data.folders import CLEAN_DIR_NAMES, NOISY_DIR_NAMES, iter_images, scan_paired_folders
+from naflow_aug.data.images import load_image
 from naflow_aug.noise.model_source import ModelSource, resolve_model
 from naflow_aug.noise.source import check_images
 from naflow_aug.runs import atomic_write_json, read_json, sha256_file
@@ -327,7 +329,6 @@ _CLEAN_NOISY = (
 def find_pairs(folder: str | os.PathLike) -> list[tuple[Path, Path]]:
     """(clean, noisy) files in a folder (searched recursively): ``<name>_clean.<ext>`` with
     ``<name>_noisy.<ext>``, or SIDD's ``<inst>_GT_SRGB_<shot>`` with ``<inst>_NOISY_SRGB_<shot>``."""
-    from naflow_aug.data.folders import iter_images
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -366,7 +367,6 @@ def pair_files(
     """(clean, noisy) file pairs of a user's folder: the paired-folder reader of
     :mod:`naflow_aug.data.folders` (``noisy/`` + ``clean/`` subfolders, a naming rule, or a manifest), else
     :func:`find_pairs`'s ``<name>_clean`` / ``<name>_noisy`` (and SIDD GT/NOISY) rule in one folder."""
-    from naflow_aug.data.folders import CLEAN_DIR_NAMES, NOISY_DIR_NAMES, scan_paired_folders
 
     if manifest is None and noisy_token is None and clean_token is None:
         if folder is None:
@@ -393,7 +393,6 @@ def calibrate_folder(
     **kwargs: Any,
 ) -> NoiseProfile:
     """:func:`calibrate` over the pairs of :func:`pair_files` (file names recorded relative to the folder)."""
-    from naflow_aug.data.images import load_image
 
     pairs = pair_files(folder, noisy_token=noisy_token, clean_token=clean_token, manifest=manifest)
     pairs = pairs[:max_pairs]

@@ -53,7 +53,7 @@ def check_images(x: Any, name: str = "clean") -> torch.Tensor:
     return x
 
 
-def _check_reference(reference: Any, clean: torch.Tensor, spec: str) -> torch.Tensor:
+def check_reference(reference: Any, clean: torch.Tensor, spec: str) -> torch.Tensor:
     if reference is None:
         raise ValueError(f"noise source {spec!r} needs a reference noisy image (reference=...), got None")
     reference = check_images(reference, "reference")
@@ -104,7 +104,7 @@ class NoiseSource:
                 raise TypeError("give configs= or labels= (its old name), not both")
             configs = labels
         clean = check_images(clean)
-        ref = _check_reference(reference, clean, self.spec) if self.needs_reference else None
+        ref = check_reference(reference, clean, self.spec) if self.needs_reference else None
         n = clean.shape[0]
         if seeds is None:
             seeds = draw_seeds(n, generator)
@@ -128,7 +128,7 @@ class NoiseSource:
             raise ValueError(f"params hold {len(params)} items, clean holds {clean.shape[0]}")
         if params.source != self.spec:
             raise ValueError(f"params come from noise source {params.source!r}, not {self.spec!r}")
-        ref = _check_reference(reference, clean, self.spec) if self.replay_needs_reference else None
+        ref = check_reference(reference, clean, self.spec) if self.replay_needs_reference else None
         return self._apply(clean, params, ref)
 
     def _config_names(self, configs: Any, n: int) -> list[str | None] | None:
@@ -172,20 +172,20 @@ class NoiseSource:
         raise NotImplementedError
 
 
-def _pick_configs(seeds: torch.Tensor, classes: Sequence[str]) -> list[str]:
+def pick_configs(seeds: torch.Tensor, classes: Sequence[str]) -> list[str]:
     """Each item's uniformly random configuration: the first draw of its generator."""
     return [classes[int(torch.randint(len(classes), (1,), generator=item_generator(s)))] for s in seeds]
 
 
-def _fill_labels(configs: list[str | None] | None, picked: list[str]) -> list[str]:
+def fill_labels(configs: list[str | None] | None, picked: list[str]) -> list[str]:
     """The given configurations where there are any, else the random picks."""
     if configs is None:
         return picked
     return [pick if config is None else config for config, pick in zip(configs, picked, strict=True)]
 
 
-def _generators_after_pick(seeds: torch.Tensor, num_classes: int) -> list[torch.Generator]:
-    """Item generators advanced past the configuration pick of :func:`_pick_configs`."""
+def generators_after_pick(seeds: torch.Tensor, num_classes: int) -> list[torch.Generator]:
+    """Item generators advanced past the configuration pick of :func:`pick_configs`."""
     gens = []
     for s in seeds:
         g = item_generator(s)

@@ -10,14 +10,14 @@ process.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
+
+from naflow_aug.runtime.seeding import derive_seed
 
 
 def mix_seeds(seed: int, worker_seed: int) -> int:
     """A seed in [0, 2**63) that depends on both inputs (a hash, so nearby inputs do not collide)."""
-    state = np.random.SeedSequence([int(seed) & (2**64 - 1), int(worker_seed) & (2**64 - 1)])
-    return int(state.generate_state(1, np.uint64)[0] >> np.uint64(1))
+    return derive_seed(seed, worker_seed)
 
 
 class WorkerSeeding:

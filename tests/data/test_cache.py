@@ -103,10 +103,10 @@ def test_cache_crops_equal_png_crops(sim, cache):
     config = training.preset("cpu").replace(batch_size=4, crop_size=16, steps=3)
     batches = []
     for root in (sim, cache):
-        pairs = training._scan_pairs(root)
+        pairs = training.scan_pairs(root)
         labels = sorted({p.cls for p in pairs})
         ids = [labels.index(p.cls) for p in pairs]
-        batches.append([training._StepBatches(pairs, ids, len(labels), config, 0, None)[s] for s in range(3)])
+        batches.append([training.StepBatches(pairs, ids, len(labels), config, 0, None)[s] for s in range(3)])
     for a, b in zip(*batches, strict=True):
         assert all(torch.equal(a[k], b[k]) for k in ("noisy", "clean", "labels"))
 

@@ -112,7 +112,7 @@ def test_resume_equals_uninterrupted(data_dir: Path, tmp_path: Path) -> None:
 
 def test_nonfinite_steps_are_skipped_then_stop(data_dir: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    real = training._batch_loss
+    real = training.loop._batch_loss
     calls = {"n": 0}
 
     def sometimes_nan(objective, batch):
@@ -120,14 +120,14 @@ def test_nonfinite_steps_are_skipped_then_stop(data_dir: Path, tmp_path: Path,
         loss = real(objective, batch)
         return loss * float("nan") if calls["n"] in (3, 5) else loss
 
-    monkeypatch.setattr(training, "_batch_loss", sometimes_nan)
+    monkeypatch.setattr(training.loop, "_batch_loss", sometimes_nan)
     config = _config(data_dir, steps=8, val_every=0, max_nonfinite=2, val_max_pairs=1)
     results = training.train(config, tmp_path / "ok", progress=False)
     assert results["nonfinite_steps"] == 2
     state = torch.load(tmp_path / "ok" / "checkpoint.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
-    monkeypatch.setattr(training, "_batch_loss", lambda obj, batch: real(obj, batch) * float("inf"))
+    monkeypatch.setattr(training.loop, "_batch_loss", lambda obj, batch: real(obj, batch) * float("inf"))
     with pytest.raises(training.NonFiniteLossError, match="non-finite"):
         training.train(config, tmp_path / "bad", progress=False)
 
@@ -150,7 +150,7 @@ def test_config_files_reject_unknown_keys(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["train_cpu.toml", "train_paper.toml", "train_sidd_mini.toml",
                                   "train_sidd_mini_continue.toml"])
 def test_pipeline_presets_load(name: str) -> None:
-    path = Path(__file__).resolve().parents[1] / "pipelines" / name
+    path = Path(__file__).resolve().parents[2] / "pipelines" / name
     config = training.load_train_config(path)
     assert config.preset in training.PRESETS
     if name == "train_paper.toml":
@@ -318,8 +318,8 @@ def test_train_refit_prior_writes_the_refit_model(data_dir: Path, tmp_path: Path
     for name, value in trained.state_dict().items():
         same = torch.equal(value, refit.state_dict()[name])
         assert same != name.startswith("prior."), name  # only the prior changed
-    pairs = training._split_pairs(training._scan_pairs(data_dir), config)[0]
-    training.refit_prior(trained, [(*training._read_pair(p), p.cls) for p in pairs], max_size=32)
+    pairs = training.split_training_pairs(training.scan_pairs(data_dir), config)[0]
+    training.refit_prior(trained, [(*training.read_pair(p), p.cls) for p in pairs], max_size=32)
     assert torch.allclose(trained.prior.mean, refit.prior.mean, atol=1e-6)
     assert torch.allclose(trained.prior.std, refit.prior.std, atol=1e-6)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from naflow_aug.bench import seeds as bench_seeds
-from tests.test_bench import _write_sidd_split_and_preset
+from tests.bench.test_bench import _write_sidd_split_and_preset
 
 
 def _row(source, psnrs, group="S6"):

@@ -26,7 +26,7 @@ from naflow_aug.data.images import read_image, write_png
 from naflow_aug.data.simcam import DEFAULT_CAMERAS, write_simulated_sidd
 from naflow_aug.generate import GenerateConfig, generate, make_plan, sample_seeds, verify
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class StandIn:
@@ -419,13 +419,13 @@ def test_crops_are_read_with_few_images_held(sim, tmp_path, monkeypatch):
         decoded.append(path)
         return read_image(path)
 
-    monkeypatch.setattr(gen, "read_image", counting_read)
+    monkeypatch.setattr(gen.batches, "read_image", counting_read)
     cache: dict = {}
     rows = []
     with ThreadPoolExecutor(2) as pool:
         for b0 in range(0, plan.num_samples, 5):  # batches that span several images and split some
             idx = np.arange(b0, min(b0 + 5, plan.num_samples))
-            clean, reference = gen._read_rows(plan, idx, True, cache, pool)
+            clean, reference = gen.read_rows(plan, idx, True, cache, pool)
             rows.append((idx, clean, reference))
             assert set(cache) == {"j", "clean", "noisy"}  # one image pair kept between batches
     assert len(decoded) == 2 * len(plan.images)  # each (clean, noisy) pair decoded once: no re-reads
