@@ -51,9 +51,14 @@ all five together keep it (KLD -4 %, AKLD +0.1 %), hence the default.
 Not the default, measured: normalising among pixels of about the same clean intensity (``guide_bins``, so
 that a dark region's strong noise does not weaken a bright neighbour's) left KLD / AKLD where they were on
 the SIDD training pairs outside the calibration pairs (IP_01600, 4 pairs: 0.013 / 0.117 either way;
-GP_00800, 1 pair: 0.014 / 0.258 against 0.014 / 0.266). On SIDD configurations the adapted profile is not
-as close as NAS by AKLD (README): NAS reads each image's noise level from its noisy image; scaled to that
-level the profile is closer than NAS by both measures on the mean of four configurations.
+GP_00800, 1 pair: 0.014 / 0.258 against 0.014 / 0.266) and was mixed on the nam-cc60 groups' scored pairs
+(cached decodes, with the offset; window / guided): Canon_EOS_5D_Mark3_ISO3200 0.030 / 0.382 and 0.045 /
+0.442, Nikon_D600_ISO3200 0.041 / 0.311 and 0.037 / 0.300, Nikon_D800_ISO1600 0.057 / 0.419 and 0.058 /
+0.381, Nikon_D800_ISO3200 0.016 / 0.292 either way, Nikon_D800_ISO6400 0.052 / 0.354 and 0.051 / 0.333;
+leave-one-group-out it would be chosen only for the Canon, the group where it does worst. On SIDD
+configurations the adapted profile is not as close as NAS by AKLD (README): NAS reads each image's noise
+level from its noisy image; scaled to that level the profile is closer than NAS by both measures on the
+mean of four configurations.
 
 The result is stored as the changed tensors only (:func:`adapted_tensors`) and applied to the base model
 again with :func:`apply_tensors`.
