@@ -79,9 +79,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from naflow_aug.data.pairs import Pair
+from naflow_aug.evaluate import trim_to_multiple
 from naflow_aug.flow.model import NAFlow
 from naflow_aug.images import round_nearest, to_float
 from naflow_aug.response import camera_response, fit_level, level_gain, normalise_noise
+from naflow_aug.train import StepBatches, TrainConfig, refit_prior
 
 __all__ = ["AdaptConfig", "CameraFlow", "ResponseEngine", "adapt", "adapted_tensors", "apply_tensors",
            "camera_response", "extend_model", "fit_level", "level_gain", "normalise_noise", "with_response"]
@@ -212,12 +215,41 @@ def adapt(
     The adapted model is ``base`` with one more class (``config.camera``, last) and the changed flow; the
     base model is not modified. ``info`` holds the steps, seconds, first and last losses (bits per pixel).
     """
-    from naflow_aug.data.pairs import Pair
-    from naflow_aug.train import StepBatches, TrainConfig, refit_prior
-
     config = config or AdaptConfig()
     if not isinstance(config, AdaptConfig):
         raise TypeError(f"config must be an AdaptConfig, got {type(config).__name__}")
+    images = _checked_pairs(pairs, config)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    model = extend_model(base, config.camera)
+    refit_prior(model, [(n, c, config.camera) for n, c in images], max_size=config.refit_max_size)
+    flow_params, losses = _train_camera(model, images, config, progress=progress)
+    model.freeze()
+    scale = _match_noise_std(model, images, config) if config.match_std else 1.0
+    level = offset = None
+    if config.level_bins:
+        level, offset = _fit_response(model, images, config)
+        model = with_response(model, level, config.level_window, config.quantize, offset, config.guide_bins)
+    seconds = time.perf_counter() - start
+    info = {
+        "steps": config.steps,
+        "seconds": round(seconds, 1),
+        # CPU time of all threads: what the adaptation costs, also on a machine shared with other jobs
+        "cpu_seconds": round(time.process_time() - start_cpu, 1),
+        "trained_parameters": sum(p.numel() for p in flow_params) + 2 * model.prior.mean.shape[1],
+        "nll_first": losses[0] if losses else None,
+        "nll_last": float(sum(losses[-20:]) / len(losses[-20:])) if losses else None,
+        "std_scale": scale,
+        "level_255": None if level is None else _in_8_bit(level),
+        "offset_255": None if offset is None else _in_8_bit(offset),
+    }
+    log.info("adapted to %d pairs in %.1f s: %s", len(images), seconds, info)
+    return model, info
+
+
+def _checked_pairs(
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: AdaptConfig
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The pairs as (noisy, clean) uint8 images, each checked: two images of one shape, >= the crop size."""
     images = []
     for i, pair in enumerate(pairs):
         if not (isinstance(pair, tuple | list) and len(pair) == 2):
@@ -232,11 +264,16 @@ def adapt(
         images.append((noisy, clean))
     if not images:
         raise ValueError("adapt got no (clean, noisy) pairs")
-    start, start_cpu = time.perf_counter(), time.process_time()
-    model = extend_model(base, config.camera)
-    camera_id = model.num_classes - 1
-    refit_prior(model, [(n, c, config.camera) for n, c in images], max_size=config.refit_max_size)
+    return images
 
+
+def _train_camera(
+    model: nn.Module, images: Sequence[tuple[torch.Tensor, torch.Tensor]], config: AdaptConfig,
+    *, progress: bool,
+) -> tuple[list[nn.Parameter], list[float]]:
+    """``config.steps`` steps of the training objective on the pairs' crops (the new class is the last);
+    returns the trained flow parameters and the losses."""
+    camera_id = model.num_classes - 1
     names = set(_trainable_names(model, config.train))
     flow_params = [p for n, p in model.named_parameters() if n in names]
     latent_params = [model.prior.mean, model.prior.std]
@@ -273,27 +310,7 @@ def adapt(
         if step % 10 == 0:
             bar.set_postfix(nll=f"{losses[-1]:.3f}")
     bar.close()
-    model.freeze()
-    scale = _match_noise_std(model, images, config) if config.match_std else 1.0
-    level = offset = None
-    if config.level_bins:
-        level, offset = _fit_response(model, images, config)
-        model = with_response(model, level, config.level_window, config.quantize, offset, config.guide_bins)
-    seconds = time.perf_counter() - start
-    info = {
-        "steps": config.steps,
-        "seconds": round(seconds, 1),
-        # CPU time of all threads: what the adaptation costs, also on a machine shared with other jobs
-        "cpu_seconds": round(time.process_time() - start_cpu, 1),
-        "trained_parameters": sum(p.numel() for p in flow_params) + 2 * model.prior.mean.shape[1],
-        "nll_first": losses[0] if losses else None,
-        "nll_last": float(sum(losses[-20:]) / len(losses[-20:])) if losses else None,
-        "std_scale": scale,
-        "level_255": None if level is None else _in_8_bit(level),
-        "offset_255": None if offset is None else _in_8_bit(offset),
-    }
-    log.info("adapted to %d pairs in %.1f s: %s", len(images), seconds, info)
-    return model, info
+    return flow_params, losses
 
 
 def _in_8_bit(table: Tensor) -> list[list[float]]:
@@ -305,7 +322,6 @@ def _match_noise_std(model: nn.Module, images: list, config: AdaptConfig, iterat
     """Multiply the camera class's latent std by the scale (found by bisection in log space over [1/4, 2])
     at which noise decoded on the pairs' clean images (centre crops of at most ``refit_max_size``, seeds
     from ``config.seed``) has the real noise's mean square; returns the scale."""
-    from naflow_aug.evaluate import trim_to_multiple
 
     device, dtype = model.prior.mean.device, model.prior.mean.dtype
     m = model.size_multiple
@@ -432,7 +448,6 @@ def _fit_response(model: nn.Module, images: list, config: AdaptConfig) -> tuple[
     """The camera's level and offset tables (3, ``config.level_bins``) (:func:`fit_level`): noise decoded
     on the pairs' clean images (centre crops of at most ``refit_max_size``, seeds from ``config.seed``),
     normalised, against the real noise."""
-    from naflow_aug.evaluate import trim_to_multiple
 
     device, dtype = model.prior.mean.device, model.prior.mean.dtype
     m, size = model.size_multiple, config.refit_max_size
