@@ -12,7 +12,17 @@ import torch
 
 import naflow_aug
 from naflow_aug import cli, save_checkpoint
-from naflow_aug.adapt import AdaptConfig, adapt, apply_tensors, extend_model
+from naflow_aug.adapt import (
+    AdaptConfig,
+    CameraFlow,
+    adapt,
+    apply_tensors,
+    camera_response,
+    extend_model,
+    fit_level,
+    level_gain,
+    normalise_noise,
+)
 from naflow_aug.data.images import write_png
 from naflow_aug.noise import make_noise_source
 from naflow_aug.noise.profiles import NoiseProfile, calibrate, profile_source
@@ -203,8 +213,11 @@ def test_match_std_gives_the_pairs_noise_power(base) -> None:
     from naflow_aug.evaluate import trim_to_multiple
 
     pairs = _pairs(base, size=32)
-    config = AdaptConfig(steps=0, train="none", crop_size=16, refit_max_size=32, match_std=True)
+    config = AdaptConfig(
+        steps=0, train="none", crop_size=16, refit_max_size=32, match_std=True, level_bins=0
+    )
     model, info = adapt(base, pairs, config)
+    assert not isinstance(model, CameraFlow)
     plain, _ = adapt(base, pairs, dataclasses.replace(config, match_std=False))
     assert torch.allclose(model.prior.std[-1], plain.prior.std[-1] * info["std_scale"])
     real = sum(float((n - c).pow(2).mean()) for c, n in pairs) / len(pairs)
@@ -215,3 +228,142 @@ def test_match_std_gives_the_pairs_noise_power(base) -> None:
     # other seeds than the fit's: the power matches to within sampling error
     assert float((fake - clean).pow(2).mean()) == pytest.approx(real, rel=0.06)  # unmatched: 13% off
     assert info["std_scale"] != 1.0
+
+
+# ------------------------------------------------------------------------------------ the camera's response
+
+
+def test_normalise_noise_gives_zero_mean_unit_rms() -> None:
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(2, 3, 40, 48, generator=g, dtype=torch.float64) * 0.03 + 0.01
+    noise[1, 2] = 0.0  # a channel without noise stays without noise
+    whole = normalise_noise(noise, 0.0)
+    assert torch.allclose(whole[0].mean(dim=(1, 2)), torch.zeros(3, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(whole[0].pow(2).mean(dim=(1, 2)), torch.ones(3, dtype=torch.float64))
+    assert torch.equal(whole[1, 2], torch.zeros(40, 48, dtype=torch.float64))
+    # local: a level that changes across the image is flattened out (x8 left-right before)
+    noise[:, :, :, 24:] *= 8
+    local = normalise_noise(noise, 2.0)
+    left, right = local[0, :, :, :16].pow(2).mean(), local[0, :, :, 32:].pow(2).mean()
+    assert 0.8 < float(left) < 1.2 and 0.8 < float(right) < 1.2
+    # a pixel's result depends on its 3 * window neighbourhood only: a crop agrees away from its edges
+    crop = normalise_noise(noise[:, :, :, :30], 2.0)
+    assert torch.allclose(crop[..., :, :24], local[..., :, :24], atol=1e-9)
+
+
+def test_level_gain_interpolates_between_bin_centres() -> None:
+    level = torch.tensor([[1.0, 3.0, 2.0, 4.0], [0.5, 0.5, 0.5, 0.5], [0.0, 1.0, 2.0, 3.0]])
+    x = torch.linspace(0, 1, 101, dtype=torch.float64)
+    clean = x.view(1, 1, 1, -1).expand(1, 3, 1, -1)
+    gain = level_gain(clean, level)
+    centres = (np.arange(4) + 0.5) / 4
+    for ch in range(3):
+        expected = np.interp(x.numpy(), centres, level[ch].numpy())  # constant beyond the end centres
+        assert np.allclose(gain[0, ch, 0].numpy(), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="clean must be"):
+        level_gain(torch.zeros(1, 2, 4, 4), level)
+
+
+def test_camera_response_has_the_level_and_8_bit_values() -> None:
+    g = torch.Generator().manual_seed(1)
+    clean = torch.full((1, 3, 64, 64), 0.5, dtype=torch.float64)
+    noisy = clean + torch.randn(1, 3, 64, 64, generator=g, dtype=torch.float64) * 0.2  # far too strong
+    level = torch.tensor([[0.01], [0.02], [0.04]])
+    out = camera_response(noisy, clean, level, 0.0, quantize=False)
+    assert torch.allclose((out - clean).std(dim=(2, 3))[0], level[:, 0].double(), rtol=1e-3)
+    out8 = camera_response(noisy, clean, level, 0.0, quantize=True)
+    assert torch.equal(out8, (out * 255).round() / 255) and not torch.equal(out8, out)
+    offset = torch.tensor([[0.0], [0.01], [-0.02]])
+    shifted = camera_response(noisy, clean, level, 0.0, quantize=False, offset=offset)
+    assert torch.allclose((shifted - out).mean(dim=(2, 3))[0], offset[:, 0].double())
+
+
+def test_fit_level_recovers_a_signal_dependent_level() -> None:
+    g = torch.Generator().manual_seed(2)
+    clean = torch.rand(3, 200_000, generator=g, dtype=torch.float64) * 0.9 + 0.05
+    std = 0.004 + 0.02 * clean  # the real camera's noise std: grows with the intensity
+    real = ((clean + std * torch.randn(clean.shape, generator=g, dtype=torch.float64)).clamp(0, 1) - clean)
+    unit = torch.randn(clean.shape, generator=g, dtype=torch.float64)
+    level, offset = fit_level(clean, real, unit, 8, quantize=False)
+    centres = (torch.arange(8, dtype=torch.float64) + 0.5) / 8
+    assert torch.allclose(level, (0.004 + 0.02 * centres).expand(3, 8), rtol=0.03)
+    assert torch.equal(offset, torch.zeros(3, 8, dtype=torch.float64))  # not fitted unless asked for
+    # few pixels in the top bin: it takes its neighbour's value
+    sparse, _ = fit_level(clean.clamp(max=0.8), real, unit, 8, quantize=False)
+    assert torch.equal(sparse[:, 7], sparse[:, 6])
+
+
+def test_fit_level_recovers_an_offset_through_clipping_and_rounding() -> None:
+    g = torch.Generator().manual_seed(4)
+    clean = torch.rand(3, 200_000, generator=g, dtype=torch.float64)
+    shift, std = 0.01 - 0.02 * clean, 0.006 + 0.01 * clean  # the camera's output: darker where bright
+    real = clean + shift + std * torch.randn(clean.shape, generator=g, dtype=torch.float64)
+    real = (real.clamp(0, 1) * 255).round() / 255 - clean
+    unit = torch.randn(clean.shape, generator=g, dtype=torch.float64)
+    level, offset = fit_level(clean, real, unit, 8, quantize=True, offset=True)
+    centres = (torch.arange(8, dtype=torch.float64) + 0.5) / 8
+    inner = slice(1, 7)  # the end bins are clipped hard; their fitted values make the clipped moments match
+    assert torch.allclose(offset[:, inner], (0.01 - 0.02 * centres[inner]).expand(3, 6), atol=6e-4)
+    assert torch.allclose(level[:, inner], (0.006 + 0.01 * centres[inner]).expand(3, 6), rtol=0.04)
+    # the model's noise through the fitted tables has the real noise's mean per bin, clipping included
+    fake = clean + level_gain(clean[None, :, None], offset)[0, :, 0]
+    fake = fake + unit * level_gain(clean[None, :, None], level)[0, :, 0]
+    fake = (fake.clamp(0, 1) * 255).round() / 255 - clean
+    first = clean < 1 / 8
+    assert abs(float(fake[first].mean() - real[first].mean())) < 3e-4
+
+
+def test_adapted_profile_applies_the_camera_response(base, adapted_profile) -> None:
+    profile, path = adapted_profile
+    assert profile.tensors["camera.level"].shape == (3, TINY.level_bins)
+    assert profile.tensors["camera.offset"].shape == (3, TINY.level_bins)
+    assert float(profile.tensors["camera.level_window"]) == TINY.level_window
+    net, _ = profile.model_for(base)
+    assert isinstance(net, CameraFlow) and net.quantize
+    clean = torch.rand(2, 3, 24, 32, generator=torch.Generator().manual_seed(1))
+    noisy = net.sample(clean, config="camera", seeds=[1, 2])
+    assert torch.equal(noisy, (noisy * 255).round() / 255)  # 8-bit values, as the camera's files
+    # the sampling path (fast engine) gives the layers' decode, the response applied after it
+    eps = torch.randn(2, net.latent_channels, 3, 4, generator=torch.Generator().manual_seed(0))
+    z = net.prior.reparameterize(net.prior.mean[-1:], net.prior.std[-1:], eps)
+    plain = naflow_aug.NAFlow.decode(net, z, clean)
+    assert torch.equal(net.decode(z, clean), net.respond(plain, clean))
+    assert torch.allclose(net.sampling_engine().to_image(z, net.sampling_engine().clean_features(clean)),
+                          net.respond(plain, clean), atol=1.5 / 255)  # fmt: skip
+    # the noise source (padded, tiled) applies it too: every output on the 8-bit grid
+    source = make_noise_source(f"profile:{path}", base)
+    out, _ = source(clean[:, :, :20, :28], generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out * 255, (out * 255).round(), atol=1e-4)
+    with pytest.raises(ValueError, match="features"):
+        net.sample(clean, config="camera", features=[])
+    # profiles made before the response existed (no camera.level) still give the flow's own noise
+    old = {k: v for k, v in profile.tensors.items() if not k.startswith("camera.level")}
+    no_offset = {k: v for k, v in profile.tensors.items() if k != "camera.offset"}
+    no_offset = apply_tensors(base, no_offset, "camera")
+    assert torch.equal(no_offset.response_offset, torch.zeros(3, TINY.level_bins))  # made before the offset
+    old = {k: v for k, v in old.items() if k not in ("camera.quantize", "camera.offset")}
+    assert type(apply_tensors(base, old, "camera")) is naflow_aug.NAFlow
+    with pytest.raises(ValueError, match="camera.quantize"):
+        apply_tensors(base, {**old, "camera.level": profile.tensors["camera.level"],
+                             "camera.level_window": torch.tensor(0.0)}, "camera")  # fmt: skip
+
+
+def test_guided_normalisation_keeps_bright_noise_next_to_dark_noise() -> None:
+    from naflow_aug.response import normalise_noise as normalise
+
+    g = torch.Generator().manual_seed(6)
+    clean = torch.full((1, 1, 48, 64), 0.9, dtype=torch.float64)
+    clean[..., :32] = 0.1  # dark left, bright right
+    std = 0.01 + 0.07 * (clean < 0.5).double()
+    noise = std * torch.randn(clean.shape, generator=g, dtype=torch.float64)
+    near_edge = (..., slice(None), slice(32, 40))  # bright pixels within a window of the dark region
+    plain = normalise(noise, 4.0)
+    guided = normalise(noise, 4.0, clean, bins=4)
+    # the plain window's RMS there is dominated by the dark side's strong noise: far below 1
+    assert float(plain[near_edge].pow(2).mean().sqrt()) < 0.5
+    assert 0.85 < float(guided[near_edge].pow(2).mean().sqrt()) < 1.15
+    assert 0.85 < float(guided[..., :, :24].pow(2).mean().sqrt()) < 1.15
+    # one bin is the plain window
+    assert torch.allclose(normalise(noise, 4.0, clean, bins=1), plain, atol=1e-9)
+    with pytest.raises(ValueError, match="clean images"):
+        normalise(noise, 4.0, None, bins=4)
