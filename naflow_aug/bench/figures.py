@@ -85,7 +85,10 @@ def plot_curves(out: Path, runs: Mapping[str, Iterable[Path]]) -> Path:
     if n_runs > 1:
         ax.set_title(f"mean over {n_runs} seeds (shaded: range)", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    else:  # a run too short to validate (e.g. the tiny demo): say so rather than draw an empty legend
+        ax.text(0.5, 0.5, "no validation epochs logged", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     path = out / "curves.png"
     fig.savefig(path, dpi=120)
