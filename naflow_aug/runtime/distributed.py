@@ -100,12 +100,12 @@ def setup_distributed(
     """
     checked = check_device(device)  # a bad device fails before the group is joined
     if dist.is_available() and dist.is_initialized():
-        return DistContext(dist.get_rank(), dist.get_world_size(), env_local_rank(), owns_group=False)
+        return _joined(owns_group=False)
     if env_world_size() <= 1:
         return DistContext()
     options = {} if timeout is None else {"timeout": timeout}
     dist.init_process_group(backend or backend_for(checked), **options)
-    return DistContext(dist.get_rank(), dist.get_world_size(), env_local_rank(), owns_group=True)
+    return _joined(owns_group=True)
 
 
 @contextmanager
@@ -123,10 +123,15 @@ def process_group(
         ctx.teardown()
 
 
+def _joined(*, owns_group: bool) -> DistContext:
+    """This process's place in the joined group."""
+    return DistContext(dist.get_rank(), dist.get_world_size(), env_local_rank(), owns_group=owns_group)
+
+
 def current_context() -> DistContext:
     """This process's place in the group that is joined now (one process when none is)."""
     if dist.is_available() and dist.is_initialized():
-        return DistContext(dist.get_rank(), dist.get_world_size(), env_local_rank(), owns_group=False)
+        return _joined(owns_group=False)
     return DistContext()
 
 
