@@ -8,15 +8,22 @@ sample per pair, lower is better):
   mixture profile      ``naflow-aug calibrate --mode mixture``: the mean NAS posterior of the 2 pairs
   Gaussian (2 pairs)   white Gaussian noise with the std of the 2 pairs' noise
   Poisson-Gaussian     per-channel ``var = a*x + b`` fitted on the 2 pairs
+  (both baselines also rounded to 8 bits, as the cameras' files and the adapted profile are)
+
+and, given what NAS is given (each scored pair's own noisy image as the reference):
+
+  NAS                  ``nas``: the bundled model's noise-aware sampling at the reference's level
+  profile-ref          ``profile-ref:P``: the adapted profile at the reference's per-channel noise std
 
 The same for a few SIDD configurations of the committed split (``naflow_aug/splits/sidd_mini.toml``):
-calibrate on 2 training pairs of the configuration, score on its validation pairs, with NAS (each scored
-pair's own noisy image as the reference) as the row to match, the model's own Gaussian of the configuration
-("true configuration"), and the adapted profile scaled to each scored pair's own per-channel noise std (the
-level NAS reads from its reference; a diagnostic row, not a noise source for training). Then one
-denoising check (``--denoise GROUP``): a DnCNN (``naflow-aug bench``'s ``cpu`` preset) trained on clean
-images (the SIDD-mini training split's ground truth) with the group's adapted profile, one with its 2-pair
-Gaussian, both scored on the group's scored real pairs.
+calibrate on 2 training pairs of the configuration (of two scenes where it has two), score on its
+validation pairs, with NAS as the row to match and the model's own Gaussian of the configuration ("true
+configuration"); a second table scores the same profiles on the configuration's other training pairs
+(data the base model was trained on: NAS and the true configuration have seen them, the profile has not).
+
+Then one denoising check (``--denoise GROUP``): a DnCNN (``naflow-aug bench``'s ``cpu`` preset) trained
+on clean images (the SIDD-mini training split's ground truth) with the group's adapted profile, one with
+its 2-pair Gaussian, both scored on the group's scored real pairs.
 
     nice -n 10 python benchmarks/camera_profiles.py --out /tmp/camera_profiles --denoise Nikon_D800_ISO1600
 
@@ -45,7 +52,6 @@ from naflow_aug.adapt import AdaptConfig
 from naflow_aug.data import sidd
 from naflow_aug.data.images import load_image
 from naflow_aug.evaluate import TRUE_CONFIG, HeldOutPair, noise_quality
-from naflow_aug.flow.noise_level import match_noise_level, noise_std
 from naflow_aug.noise import make_noise_source
 from naflow_aug.noise.baselines import fit_baselines
 from naflow_aug.noise.profiles import NoiseProfile, calibrate, pair_files
@@ -64,22 +70,10 @@ SIDD_CONFIGS = ("G4_00100", "GP_00800", "IP_01600", "S6_03200")
 LEAVE_ONE_GROUP_OUT = {"Nikon_D600_ISO3200": {"offset": False}}
 ROWS = ("adapted profile", "mixture profile", "Gaussian (2 pairs)", "Poisson-Gaussian (2 pairs)")
 # the adapted profile rounds to 8 bits as the cameras' files are; the baselines rounded alike, for fairness
-AT_LEVEL = "adapted profile at the pair's noise std"
+AT_LEVEL = "adapted profile at its noisy image's level (profile-ref)"
+NAS = "NAS (own noisy image)"
 ROUNDED = ("Gaussian (2 pairs), 8-bit", "Poisson-Gaussian (2 pairs), 8-bit")
 log = logging.getLogger("camera_profiles")
-
-
-class _AtReferenceLevel:
-    """The adapted profile with each channel's noise scaled to the scored pair's own noise std (the level
-    NAS reads from its reference), rounded to 8 bits: a profile given what NAS is given."""
-
-    def __init__(self, source) -> None:
-        self.source, self.classes = source, source.classes
-
-    def __call__(self, clean, reference=None, **kwargs):
-        noisy, params = self.source(clean, reference=reference, **kwargs)
-        noisy = match_noise_level(noisy, clean, noise_std(reference, clean))
-        return (noisy * 255).round() / 255, params
 
 
 class _Rounded:
@@ -124,6 +118,8 @@ def _profiles(
         "Gaussian (2 pairs)": make_noise_source("gaussian-per-config", baselines=fitted),
         "Poisson-Gaussian (2 pairs)": make_noise_source("poisson-gaussian", baselines=fitted),
     }
+    sources[AT_LEVEL] = make_noise_source(f"profile-ref:{adapted_path}", base)
+    sources[NAS] = make_noise_source("nas", base)
     sources[ROUNDED[0]] = _Rounded(sources["Gaussian (2 pairs)"])
     sources[ROUNDED[1]] = _Rounded(sources["Poisson-Gaussian (2 pairs)"])
     info = {
@@ -137,8 +133,12 @@ def _profiles(
     return {"sources": sources, "info": info}
 
 
-def _score(held: list[HeldOutPair], sources: dict, model=None) -> dict[str, tuple[float, float]]:
-    result = noise_quality(held, sources, model=model, generator=torch.Generator().manual_seed(0))
+def _score(
+    held: list[HeldOutPair], sources: dict, model=None, samples: int = 1, seed: int = 0
+) -> dict[str, tuple[float, float]]:
+    result = noise_quality(
+        held, sources, model=model, samples=samples, generator=torch.Generator().manual_seed(seed)
+    )
     return {r["source"]: (r["kld"], r["akld"], r["n"]) for r in result["sources"]}
 
 
@@ -160,10 +160,17 @@ def nam_groups(base, out: Path, groups: list[str], config: AdaptConfig, reuse: P
     return results
 
 
-def sidd_configs(base, out: Path, configs: list[str], config: AdaptConfig, reuse: Path | None = None) -> dict:
+def sidd_configs(
+    base, out: Path, configs: list[str], config: AdaptConfig, reuse: Path | None = None, samples: int = 8,
+    draws: int = 0,
+) -> tuple[dict, dict]:
+    """Per configuration: scores on its validation pairs (the committed split), and on its training pairs
+    outside the two calibration pairs; ``samples`` draws per pair (a configuration has one validation
+    pair: one draw's KLD varies by about 0.002 between seeds). ``draws`` > 0: also each pair's single
+    draws of the profile at the reference's level and of NAS, for :func:`_paired_table`."""
     pairs = list(sidd.scan_sidd_medium(SIDD))
     train_ids, val_ids = (set(x) for x in sidd.load_split("sidd-mini"))
-    results = {}
+    results, rest_results = {}, {}
     for cls in configs:
         train = sorted(
             (p for p in pairs if p.cls == cls and p.instance in train_ids), key=lambda p: str(p.noisy_path)
@@ -175,20 +182,73 @@ def sidd_configs(base, out: Path, configs: list[str], config: AdaptConfig, reuse
             raise ValueError(
                 f"SIDD configuration {cls} has {len(train)} training / {len(val)} validation pairs"
             )
-        calib = [(load_image(p.clean_path), load_image(p.noisy_path)) for p in train[:2]]
-        files = [p.noisy_path.name for p in train[:2]]
+        chosen = _two_scenes(train)
+        calib = [(load_image(p.clean_path), load_image(p.noisy_path)) for p in chosen]
+        files = [p.noisy_path.name for p in chosen]
         made = _profiles(base, f"sidd_{cls}", cls, calib, files, out, config, reuse)
-        sources = {**made["sources"], "NAS (own noisy image)": make_noise_source("nas", base),
-                   "true configuration": TRUE_CONFIG,
-                   AT_LEVEL: _AtReferenceLevel(made["sources"]["adapted profile"])}  # fmt: skip
-        held = [
-            HeldOutPair(p.noisy_path.name, cls, load_image(p.clean_path), load_image(p.noisy_path))
-            for p in val
-        ]
-        scores = _score(held, sources, model=base)
-        results[cls] = {"scores": scores, "scored_pairs": [h.name for h in held], **made["info"]}
-        log.info("%s: %s", cls, scores)
-    return results
+        sources = {**made["sources"], "true configuration": TRUE_CONFIG}
+        results[cls] = {**_score_pairs(val, cls, sources, base, samples), **made["info"]}
+        paired = {k: sources[k] for k in (AT_LEVEL, NAS)}
+        # more held-out pairs for the profile (the base model was trained on them: NAS and the model's
+        # own configuration have seen them, the profile has not)
+        rest = [p for p in train if p not in chosen]
+        if rest:
+            rest_results[cls] = {**_score_pairs(rest, cls, sources, base, samples), **made["info"]}
+        for part, scored in ((results, val), (rest_results, rest)):
+            if draws and scored:
+                part[cls]["draws"] = _draws(scored, cls, paired, base, draws)
+        log.info("%s: %s", cls, results[cls]["scores"])
+    return results, rest_results
+
+
+def _two_scenes(train: list) -> list:
+    """Two calibration pairs of a configuration's training pairs (path order): the first pair of each of the
+    first two scene instances, or the two pairs of its only instance (two shots of one scene give the
+    level fit half the intensities that two scenes give)."""
+    firsts: dict[str, object] = {}
+    for p in train:
+        firsts.setdefault(p.instance, p)
+    return list(firsts.values())[:2] if len(firsts) >= 2 else train[:2]
+
+
+def _draws(pairs: list, cls: str, sources: dict, base, draws: int) -> dict[str, dict[str, list]]:
+    """Per scored pair: each source's (KLD, AKLD) of ``draws`` single draws, draw d from seed d (so two
+    sources' draws pair up)."""
+    out: dict[str, dict[str, list]] = {}
+    for p in pairs:
+        held = [HeldOutPair(p.noisy_path.name, cls, load_image(p.clean_path), load_image(p.noisy_path))]
+        per_draw = [_score(held, sources, base, 1, seed=d) for d in range(draws)]
+        out[p.noisy_path.name] = {name: [s[name][:2] for s in per_draw] for name in sources}
+    return out
+
+
+def _paired_table(results: dict, title: str, better: str = AT_LEVEL, than: str = NAS) -> str:
+    """``better`` - ``than`` on KLD and AKLD: per draw, the mean over configurations' pairs (the spread of
+    the sampling), and per pair, the mean over draws (the spread over images), each with a paired bootstrap
+    interval (negative: ``better`` is closer to the real noise)."""
+    from naflow_aug.bench import paired_bootstrap
+
+    pairs = [(cls, name, d) for cls, r in results.items() for name, d in r.get("draws", {}).items()]
+    if not pairs:
+        return ""
+    n_draws = min(len(d[better]) for _, _, d in pairs)
+    lines = [f"### {title}: {better} minus {than} ({len(pairs)} pairs x {n_draws} draws)", "",
+             "| measure | mean difference | over draws (95 %) | over pairs (95 %) |", "|---|---|---|---|"]
+    for m, measure in enumerate(("KLD", "AKLD")):
+        diff = torch.tensor([[d[better][k][m] - d[than][k][m] for k in range(n_draws)] for _, _, d in pairs],
+                            dtype=torch.float64)  # fmt: skip
+        by_draw = paired_bootstrap(diff.mean(dim=0).numpy())
+        by_pair = paired_bootstrap(diff.mean(dim=1).numpy())
+        lines.append(f"| {measure} | {by_draw['mean']:+.4f} | [{by_draw['lo']:+.4f}, {by_draw['hi']:+.4f}] | "
+                     f"[{by_pair['lo']:+.4f}, {by_pair['hi']:+.4f}] |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _score_pairs(pairs: list, cls: str, sources: dict, base, samples: int) -> dict:
+    held = [HeldOutPair(p.noisy_path.name, cls, load_image(p.clean_path), load_image(p.noisy_path))
+            for p in pairs]  # fmt: skip
+    return {"scores": _score(held, sources, base, samples), "scored_pairs": [h.name for h in held],
+            "samples": samples}  # fmt: skip
 
 
 def _table(results: dict, rows: tuple[str, ...], title: str) -> str:
@@ -282,15 +342,29 @@ def print_tables(results: dict) -> None:
     rounded = ROUNDED if nam and all(r in g["scores"] for g in nam.values() for r in ROUNDED) else ()
     if nam:
         title = "nam-cc60: calibrate on 2 pairs, score on the rest (KLD / AKLD)"
-        print(_table(nam, (*ROWS, *rounded), title))
+        with_ref = tuple(r for r in (NAS, AT_LEVEL) if all(r in g["scores"] for g in nam.values()))
+        print(_table(nam, (*ROWS, *rounded, *with_ref), title))
+    sidd_rows: tuple[str, ...] = ()
     if results.get("sidd"):
-        at_level = (AT_LEVEL,) if all(AT_LEVEL in g["scores"] for g in results["sidd"].values()) else ()
-        sidd_rows = (*ROWS, *rounded, "NAS (own noisy image)", "true configuration", *at_level)
+        sidd_rows = tuple(r for r in (*ROWS, *rounded, NAS, AT_LEVEL, "true configuration")
+                          if all(r in g["scores"] for g in results["sidd"].values()))  # fmt: skip
         print(
             _table(
                 results["sidd"], sidd_rows, "SIDD-mini: calibrate on 2 training pairs, score on validation"
             )
         )
+    both = {f"{k} (validation)": v for k, v in results.get("sidd", {}).items()}
+    both.update({f"{k} (other training pairs)": v for k, v in results.get("sidd_rest", {}).items()})
+    parts = (("SIDD validation pairs", results.get("sidd", {})), ("SIDD, all held-out pairs", both))
+    for title, part in parts:
+        table = _paired_table(part, title)
+        if table:
+            print(table)
+    if results.get("sidd_rest"):
+        rest = results["sidd_rest"].values()
+        rest_rows = tuple(r for r in sidd_rows if all(r in g["scores"] for g in rest))
+        title = "SIDD-mini: the same profiles on the configuration's other training pairs (base model's data)"
+        print(_table(results["sidd_rest"], rest_rows, title))
     for check in results.get("denoise", []):
         if "runs" in check:
             print(_denoise_table(check))
@@ -302,11 +376,11 @@ def print_tables(results: dict) -> None:
 def merge(paths: list[str]) -> dict:
     """The results.json of several runs (e.g. groups or denoising seeds run in parallel) as one; denoising
     checks of one group and preset are joined into one check over all their seeds."""
-    merged: dict = {"nam_cc60": {}, "sidd": {}, "denoise": []}
+    merged: dict = {"nam_cc60": {}, "sidd": {}, "sidd_rest": {}, "denoise": []}
     checks: dict[str, dict] = {}
     for path in paths:
         data = json.loads((Path(path) / "results.json").read_text(encoding="utf-8"))
-        for key in ("nam_cc60", "sidd"):
+        for key in ("nam_cc60", "sidd", "sidd_rest"):
             if not data.get("profiles_from"):  # a denoising-only run repeats an earlier run's profile
                 merged[key].update(data.get(key, {}))
         for check in data.get("denoise", []):
@@ -340,6 +414,9 @@ def main() -> None:
     p.add_argument("--reuse-profiles", default=None,
                    help="take the adapted profiles of this earlier run (same recipe, same pairs) where it "
                         "has them instead of making them again")  # fmt: skip
+    p.add_argument("--sidd-samples", type=int, default=8, help="draws per scored SIDD pair (default 8)")
+    p.add_argument("--paired-draws", type=int, default=0,
+                   help="SIDD: single draws per pair of profile-ref and NAS for a paired interval (e.g. 12)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--merge", nargs="+", default=None, help="only print the tables of these runs' outputs")
     args = p.parse_args()
@@ -366,7 +443,9 @@ def main() -> None:
         results["nam_cc60"] = nam_groups(base, out, groups, config, reuse)
     atomic_write_json(out / "results.json", results)
     if args.sidd_configs and not args.profiles_from:
-        results["sidd"] = sidd_configs(base, out, args.sidd_configs, config, reuse)
+        results["sidd"], results["sidd_rest"] = sidd_configs(
+            base, out, args.sidd_configs, config, reuse, args.sidd_samples, args.paired_draws
+        )
         atomic_write_json(out / "results.json", results)
     if args.denoise:
         overrides = {"epochs": args.denoise_epochs, "steps_per_epoch": args.denoise_steps}

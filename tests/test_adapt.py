@@ -367,3 +367,35 @@ def test_guided_normalisation_keeps_bright_noise_next_to_dark_noise() -> None:
     assert torch.allclose(normalise(noise, 4.0, clean, bins=1), plain, atol=1e-9)
     with pytest.raises(ValueError, match="clean images"):
         normalise(noise, 4.0, None, bins=4)
+
+
+def test_profile_at_the_reference_noise_level(base, adapted_profile) -> None:
+    """``profile-ref:P`` keeps the profile's noise and scales each channel to the reference's std (as nas
+    does), back on the camera's 8-bit grid; ``profile:P`` keeps the profile's own level and needs no
+    reference; replay reproduces it from the params alone."""
+    _, path = adapted_profile
+    g = torch.Generator().manual_seed(4)
+    clean = torch.rand(2, 3, 32, 32, generator=g) * 0.6 + 0.2
+    target = torch.tensor([[2.0, 4.0, 6.0], [8.0, 3.0, 5.0]]) / 255
+    reference = (clean + torch.randn(clean.shape, generator=g) * target[:, :, None, None]).clamp(0, 1)
+    at_ref = make_noise_source(f"profile-ref:{path}", base)
+    assert at_ref.needs_reference and at_ref.noise_level == "reference"
+    with pytest.raises(ValueError, match="needs a reference"):
+        at_ref(clean, generator=torch.Generator().manual_seed(0))
+    out, params = at_ref(clean, reference=reference, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, (out * 255).round() / 255)  # on the camera's 8-bit grid after the scaling
+    got = (out - clean).flatten(2).std(dim=2)
+    want = (reference - clean).flatten(2).std(dim=2)
+    assert torch.allclose(got, want, rtol=0.05), (got * 255, want * 255)
+    assert torch.allclose(params.noise_std, want.float())
+    assert torch.equal(at_ref.replay(clean, params), out)
+    # the profile's own level: not the reference's, and the same noise pattern before the scaling
+    own = make_noise_source(f"profile:{path}", base)
+    assert not own.needs_reference and own.noise_level == "model"
+    plain, plain_params = own(clean, generator=torch.Generator().manual_seed(0))
+    assert plain_params.noise_std is None and torch.equal(plain_params.seeds, params.seeds)
+    assert not torch.allclose((plain - clean).flatten(2).std(dim=2), want, rtol=0.05)
+    corr = torch.corrcoef(torch.stack([(plain - clean).flatten(), (out - clean).flatten()]))[0, 1]
+    assert corr > 0.9
+    with pytest.raises(ValueError, match="applies to nas and profile"):
+        naflow_aug.noise.ModelSource("random", base, kind="random", noise_level="reference")

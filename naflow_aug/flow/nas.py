@@ -210,11 +210,18 @@ def decode_mixture(batch: CleanBatch, weights: Tensor, eps: Tensor, mix_mode: st
     return batch.image(prior.reparameterize(mean, std, eps)).clamp_(0.0, 1.0)
 
 
-def at_noise_level(noisy: Tensor, clean: Tensor, noise_std: Tensor) -> tuple[Tensor, Tensor]:
-    """`match_noise_level` to a per-channel std (B, 3) or (3,); returns the images and the std (B, 3)."""
+def at_noise_level(
+    noisy: Tensor, clean: Tensor, noise_std: Tensor, engine: Engine | None = None
+) -> tuple[Tensor, Tensor]:
+    """`match_noise_level` to a per-channel std (B, 3) or (3,); returns the images and the std (B, 3).
+
+    An engine whose images end in a fixed output step (an adapted camera's 8-bit rounding) has it applied
+    again after the scaling, through its optional ``after_level(noisy)``."""
     noise_std = torch.as_tensor(noise_std, dtype=torch.float32, device=clean.device)
     noise_std = noise_std.expand(clean.shape[0], -1) if noise_std.dim() == 1 else noise_std
-    return match_noise_level(noisy, clean, noise_std), noise_std
+    noisy = match_noise_level(noisy, clean, noise_std)
+    after = getattr(engine, "after_level", None)
+    return (noisy if after is None else after(noisy)), noise_std
 
 
 # ----------------------------------------------------------------------------------------------- sample
@@ -267,7 +274,7 @@ def sample(
     if noise_std is None and reference is not None and noise_level == "reference":
         noise_std = noise_std_of(reference, batch.clean)
     if noise_std is not None:
-        noisy, noise_std = at_noise_level(noisy, batch.clean, noise_std)
+        noisy, noise_std = at_noise_level(noisy, batch.clean, noise_std, engine)
     return noisy.to(dtype), SampleParams(weights=w, seeds=seeds, noise_std=noise_std)
 
 

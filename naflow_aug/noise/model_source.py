@@ -19,7 +19,13 @@ MODEL_KINDS = ("random", "config", "weights", "nas", "profile")
 
 
 class ModelSource(NoiseSource):
-    """Noise from a frozen NAFlow: ``random``, ``config:``, ``weights:``, ``nas`` and ``profile:``."""
+    """Noise from a frozen NAFlow: ``random``, ``config:``, ``weights:``, ``nas`` and ``profile:``.
+
+    ``noise_level`` (:mod:`naflow_aug.flow.noise_level`): ``"reference"`` scales each item's noise to its
+    reference noisy image's per-channel std, ``"model"`` keeps the model's own level; None takes the kind's
+    default: ``reference`` for ``nas``, ``model`` for the others. A profile at ``"reference"`` needs a
+    reference (the ``profile-ref:`` spelling); the other kinds have no reference to take it from.
+    """
 
     def __init__(
         self,
@@ -32,7 +38,7 @@ class ModelSource(NoiseSource):
         top_k: int | None = None,
         tile_size: int | None = tiling.DEFAULT_TILE_SIZE,
         overlap: int = tiling.DEFAULT_OVERLAP,
-        noise_level: str = "reference",
+        noise_level: str | None = None,
     ) -> None:
         super().__init__(spec)
         if kind not in MODEL_KINDS:
@@ -40,7 +46,12 @@ class ModelSource(NoiseSource):
         self.model = model
         self.kind = kind
         self.classes = tuple(model.classes)
-        self.needs_reference = kind == "nas"
+        default = "reference" if kind == "nas" else "model"
+        level = default if noise_level is None else check_level(noise_level)
+        if level == "reference" and kind not in ("nas", "profile"):
+            raise ValueError(f"noise_level='reference' applies to nas and profile sources, not {kind!r}")
+        self.noise_level = level
+        self.needs_reference = kind == "nas" or level == "reference"
         if kind in ("config", "weights", "profile"):
             if weights is None or weights.shape != (len(self.classes),):
                 raise ValueError(f"{spec!r} needs weights of shape ({len(self.classes)},)")
@@ -50,8 +61,6 @@ class ModelSource(NoiseSource):
         self.top_k = top_k
         self.tile_size = tile_size
         self.overlap = overlap
-        # NAS only: scale the sample's noise to the reference's level (naflow_aug.flow.noise_level)
-        self.noise_level = check_level(noise_level)
 
     def _batch(self, clean: torch.Tensor) -> nas.CleanBatch:
         """``clean`` on the model's device and dtype, padded and tiled for its sampling engine (a frozen
@@ -92,6 +101,8 @@ class ModelSource(NoiseSource):
             weights = weights.clone()  # inference tensors cannot enter autograd later
         elif self.kind != "random":
             weights = self.fixed_weights.expand(len(seeds), k).clone()
+            if self.noise_level == "reference":  # a profile at its reference's level
+                level = noise_std(reference, clean).cpu()
         return NoiseParams(
             source=self.spec, seeds=seeds, weights=weights, classes=self.classes, configs=configs,
             noise_std=level,
@@ -129,7 +140,7 @@ class ModelSource(NoiseSource):
         eps = nas.draw_item_noise(params.seeds, len(self.classes), batch.latent_shape, pin_memory=cuda)[1]
         noisy = nas.decode_mixture(batch, weights, eps)
         if params.noise_std is not None:
-            noisy = nas.at_noise_level(noisy, batch.clean, params.noise_std)[0]
+            noisy = nas.at_noise_level(noisy, batch.clean, params.noise_std, batch.engine)[0]
         return noisy.to(clean.device, clean.dtype)
 
 

@@ -8,6 +8,7 @@
     weights:<file.json | w1,w2,... | NAME=w,NAME=w>   a mixture over the model's configurations
     nas[:reference|model]          noise-aware sampling from a reference (clean, noisy) pair
     profile:<path.json>            a saved noise profile (see naflow_aug.noise.profiles)
+    profile-ref:<path.json>        the same at each reference (real noisy) image's noise level
     gaussian:<sigma>               white Gaussian noise, sigma in 0-255 units
     gaussian-per-config[:<baselines.json>]   fitted Gaussian of each configuration
     poisson-gaussian[:<baselines.json>]      fitted signal-dependent a*x + b of each configuration
@@ -84,7 +85,8 @@ def _build_nas(spec: NoiseSpec, inputs: BuildInputs) -> NoiseSource:
 def _build_profile(spec: NoiseSpec, inputs: BuildInputs) -> NoiseSource:
     # a mixture over the model's configurations, or an adapted copy of the model and its camera
     net, weights = NoiseProfile.load(spec.arg).model_for(inputs.model)
-    return _model_source(spec, inputs, net=net, weights=weights)
+    level = "reference" if spec.kind == "profile-ref" else "model"
+    return ModelSource(spec.text, net, kind="profile", weights=weights, noise_level=level, **inputs.options)
 
 
 def _build_gaussian(spec: NoiseSpec, inputs: BuildInputs) -> NoiseSource:
@@ -142,6 +144,9 @@ _KINDS = (
               "mixture's own noise level)", _build_nas, model=True, reference=True, check_arg=_check_level),
     NoiseKind("profile", "required", "profile:<path.json>", "a camera's noise profile (naflow-aug calibrate)",
               _build_profile, model=True, input_file="profile"),
+    NoiseKind("profile-ref", "required", "profile-ref:<path.json>",
+              "a camera's noise profile at the noise level of each clean image's real noisy one (as nas "
+              "scales its samples)", _build_profile, model=True, reference=True, input_file="profile"),
     NoiseKind("gaussian", "required", "gaussian:<sigma in 0-255 units>", "white Gaussian noise",
               _build_gaussian, baseline=True, check_arg=_check_sigma),
     NoiseKind("gaussian-per-config", "optional", "gaussian-per-config[:<baselines.json>]",
@@ -158,7 +163,8 @@ _KINDS = (
 )  # fmt: skip
 #: every noise-source kind, by name, in the order help lists them
 NOISE_KINDS: dict[str, NoiseKind] = {kind.name: kind for kind in _KINDS}
-assert {k.name for k in _KINDS if k.model} == set(MODEL_KINDS), "the model kinds are ModelSource's kinds"
+# the model kinds are ModelSource's kinds (profile-ref is a profile source at the reference's level)
+assert {k.name for k in _KINDS if k.model} - {"profile-ref"} == set(MODEL_KINDS)
 
 #: each built-in kind's spelling as help shows it
 NOISE_SOURCE_FORMS = tuple(kind.form for kind in _KINDS)

@@ -32,6 +32,7 @@ CASES: dict[str, list[str]] = {
     "weights": ["weights:0.2,0.3,0.5", "weights:A_00100=1,C_03200=3", "weights:{weights}"],
     "nas": ["nas", "nas:reference", "nas:model"],
     "profile": ["profile:{profile}"],
+    "profile-ref": ["profile-ref:{profile}"],
     "gaussian": ["gaussian:10"],
     "gaussian-per-config": ["gaussian-per-config", "gaussian-per-config:{baselines}"],
     "poisson-gaussian": ["poisson-gaussian", "poisson-gaussian:{baselines}"],
