@@ -58,11 +58,11 @@ GP_00800, 1 pair: 0.014 / 0.258 against 0.014 / 0.266) and was mixed on the nam-
 leave-one-group-out it would be chosen only for the Canon, the group where it does worst.
 
 On SIDD configurations the noise level at one intensity differs between scenes of one configuration by up
-to 2x (GP_00800's dark tones: 7.3 and 15.0 in two scenes), which two pairs cannot pin down: the adapted
-profile is not as close as NAS by AKLD (README). NAS reads each image's level from its noisy image; given
-that image as well, the profile (``profile-ref:P``, ``noise_level="reference"``: its noise scaled to the
-reference's per-channel std, then rounded to 8 bits again by :meth:`ResponseEngine.after_level`) is closer
-than NAS by both measures on the mean of four configurations.
+to 2x (GP_00800's green channel in dark tones: std 7.3 and 15.0 in two scenes), which two pairs cannot pin
+down: without a noisy image the adapted profile is not as close as NAS by AKLD (README). NAS reads each
+image's level from its noisy image; given that image as well, the profile (``profile-ref:P``,
+``noise_level="reference"``: its noise scaled to the reference's per-channel std, then rounded to 8 bits
+again by :meth:`ResponseEngine.after_level`) is closer than NAS by KLD and level with it by AKLD.
 
 The result is stored as the changed tensors only (:func:`adapted_tensors`) and applied to the base model
 again with :func:`apply_tensors`.
