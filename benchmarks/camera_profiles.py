@@ -156,8 +156,20 @@ def nam_groups(base, out: Path, groups: list[str], config: AdaptConfig, reuse: P
         scores = _score(held, made["sources"])
         results[group] = {"scores": scores, "scored_pairs": names[2:], "adapt_overrides": overrides,
                           **made["info"]}  # fmt: skip
+        # the pairs are crops of a few scenes: the pairs of scenes the calibration pairs did not show
+        seen = {_scene(n) for n in names[:2]}
+        other = [h for h in held if _scene(h.name) not in seen]
+        if other:
+            results[group]["other_scenes"] = {"scores": _score(other, made["sources"]),
+                                              "scored_pairs": [h.name for h in other]}  # fmt: skip
         log.info("%s: %s", group, scores)
     return results
+
+
+def _scene(name: str) -> str:
+    """The scene of a nam-cc60 file (``..._B2_147.png``: crop 147 of scene B2)."""
+    parts = Path(name).stem.split("_")
+    return parts[-2] if len(parts) >= 2 else name
 
 
 def sidd_configs(
@@ -278,12 +290,9 @@ def _table(results: dict, rows: tuple[str, ...], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def denoise_check(base, out: Path, group: str, nam: dict, seeds: list[int], **overrides) -> dict:
-    """DnCNN (cpu preset, ``overrides`` changing it) trained on SIDD-mini training ground truth with the
-    group's adapted profile, and with its 2-pair Gaussian, once per seed; all scored on the group's scored
-    real pairs. Returns each seed's PSNR / SSIM per training noise."""
-    from naflow_aug.bench import bench_from_paths
-
+def _denoise_inputs(out: Path, group: str, nam: dict) -> tuple[Path, Path]:
+    """The clean training images (SIDD-mini training ground truth, linked) and a manifest of the group's
+    scored pairs."""
     clean_dir = out / "denoise" / "clean"
     clean_dir.mkdir(parents=True, exist_ok=True)
     train_ids, _ = (set(x) for x in sidd.load_split("sidd-mini"))
@@ -297,6 +306,38 @@ def denoise_check(base, out: Path, group: str, nam: dict, seeds: list[int], **ov
         w.writerow(["noisy", "clean", "class"])
         for name in nam[group]["scored_pairs"]:
             w.writerow([NAM / group / name, NAM / group / name.replace("noisy", "clean", 1), group])
+    return clean_dir, manifest
+
+
+def _training_sets(out: Path, clean_dir: Path, noises: dict[str, str], model: str) -> dict[str, Path]:
+    """One HDF5 training set per noise (``naflow-aug generate``): the same 32 random 96x96 crops of every
+    clean image (seed 0) in each, so the denoisers differ by their noise only."""
+    from naflow_aug.generate import GenerateConfig, generate
+
+    sets = {}
+    for spec, label in noises.items():
+        h5 = out / "denoise" / "h5" / f"{label.split(' ')[0]}.h5"
+        h5.parent.mkdir(parents=True, exist_ok=True)
+        generate(GenerateConfig(
+            out=str(h5), source=str(clean_dir), source_kind="clean", model=model, noise=spec, crop=96,
+            crops="random", crops_per_image=32, seed=0, resume=h5.exists(),
+        ))  # fmt: skip
+        sets[spec] = h5
+    return sets
+
+
+def denoise_check(
+    base, out: Path, group: str, nam: dict, seeds: list[int], data: str = "h5", model: str = "sidd-mini",
+    **overrides,
+) -> dict:
+    """DnCNN (cpu preset, ``overrides`` changing it) trained on SIDD-mini training ground truth with the
+    group's adapted profile, and with its 2-pair Gaussian, once per seed; all scored on the group's scored
+    real pairs. ``data="h5"``: on HDF5 training sets generated once per noise (:func:`_training_sets`);
+    ``"online"``: noise drawn for every batch (costlier: the profile samples the flow each step). Returns
+    each seed's PSNR / SSIM per training noise and each scored image's PSNR."""
+    from naflow_aug.bench import bench_from_paths
+
+    clean_dir, manifest = _denoise_inputs(out, group, nam)
     sigma = nam[group]["gaussian_sigma_255"]
     names = {
         f"profile:{nam[group]['profile']}": "adapted profile",
@@ -304,25 +345,42 @@ def denoise_check(base, out: Path, group: str, nam: dict, seeds: list[int], **ov
         "identity": "none (the noisy input)",
     }
     t = time.perf_counter()
-    runs = []
+    sets = _training_sets(out, clean_dir, dict(list(names.items())[:2]), model) if data == "h5" else {}
+    runs, items = [], []
     for seed in seeds:
-        res = bench_from_paths(
-            out / "denoise" / group / f"seed-{seed}", clean=clean_dir, noise=list(names)[:2],
-            pairs=manifest, denoisers=["identity"], preset="cpu", model=base, progress=True, resume=True,
-            seed=seed, **overrides,
-        )  # fmt: skip
-        runs.append({names.get(r["source"], r["source"]): r["pairs"]["overall"] for r in res["rows"]})
+        rows = []
+        if data == "h5":
+            for spec, h5 in sets.items():
+                res = bench_from_paths(
+                    out / "denoise" / group / f"h5-{h5.stem}" / f"seed-{seed}", train=[h5], pairs=manifest,
+                    denoisers=["identity"] if not rows else [], preset="cpu", progress=True, resume=True,
+                    seed=seed, **overrides,
+                )  # fmt: skip
+                rows += [{**r, "source": spec if r["source"].startswith("hdf5:") else r["source"]}
+                         for r in res["rows"]]  # fmt: skip
+        else:
+            rows = bench_from_paths(
+                out / "denoise" / group / f"seed-{seed}", clean=clean_dir, noise=list(names)[:2],
+                pairs=manifest, denoisers=["identity"], preset="cpu", model=base, progress=True, resume=True,
+                seed=seed, **overrides,
+            )["rows"]  # fmt: skip
+        runs.append({names.get(r["source"], r["source"]): r["pairs"]["overall"] for r in rows})
+        items.append({names.get(r["source"], r["source"]): {i["name"]: i["psnr"] for i in r["pairs"]["items"]}
+                      for r in rows})  # fmt: skip
         log.info("denoising check %s seed %d: %s", group, seed, runs[-1])
-    return {"group": group, "seeds": seeds, "runs": runs, "preset_overrides": overrides,
-            "seconds": round(time.perf_counter() - t, 1), "noise": list(names)[:2]}  # fmt: skip
+    return {"group": group, "seeds": seeds, "runs": runs, "items": items, "preset_overrides": overrides,
+            "data": data, "seconds": round(time.perf_counter() - t, 1), "noise": list(names)[:2]}  # fmt: skip
 
 
 def _denoise_table(check: dict) -> str:
+    from naflow_aug.bench import paired_bootstrap
+
     runs = check["runs"]
+    data = check.get("data", "online")
     head = f"### denoising check ({check['group']}: DnCNN, bench cpu preset"
     head += f" with {check['preset_overrides']}" if check.get("preset_overrides") else ""
     lines = [
-        head + f", seeds {check['seeds']}, scored on the group's real pairs)",
+        head + f", {data} training noise, seeds {check['seeds']}, scored on the group's real pairs)",
         "",
         "| training noise | PSNR mean ± std | SSIM mean | PSNR per seed |",
         "|---|---|---|---|",
@@ -333,6 +391,21 @@ def _denoise_table(check: dict) -> str:
         spread = float(psnr.std()) if len(runs) > 1 else 0.0
         per_seed = ", ".join(f"{v:.2f}" for v in psnr.tolist())
         lines.append(f"| {name} | {float(psnr.mean()):.2f} ± {spread:.2f} | {ssim:.4f} | {per_seed} |")
+    a, b = "adapted profile", "Gaussian (2 pairs)"
+    if check.get("items") and all(a in it and b in it for it in check["items"]):
+        seed_diffs = [r[a]["psnr"] - r[b]["psnr"] for r in runs]
+        names = sorted(set.intersection(*(set(it[a]) & set(it[b]) for it in check["items"])))
+        diffs = [sum(it[a][n] - it[b][n] for it in check["items"]) / len(runs) for n in names]
+        bs = paired_bootstrap(diffs)
+        per_seed = ", ".join(f"{d:+.2f}" for d in seed_diffs)
+        interval = f"[{bs['lo']:+.2f}, {bs['hi']:+.2f}]"
+        lines += ["", f"{a} minus {b}: per seed {per_seed} dB; per scored image, mean over seeds: "
+                  f"{bs['mean']:+.2f} dB, 95 % bootstrap {interval} ({bs['n']} images)"]
+        by_scene: dict[str, list[float]] = {}
+        for n, d in zip(names, diffs, strict=True):
+            by_scene.setdefault(_scene(n), []).append(d)
+        lines.append("by scene: " + ", ".join(f"{sc} {sum(v) / len(v):+.2f} dB ({len(v)} images)"
+                                              for sc, v in sorted(by_scene.items())))  # fmt: skip
     return "\n".join(lines) + f"\n\n({check['seconds']:.0f} s)\n"
 
 
@@ -344,6 +417,10 @@ def print_tables(results: dict) -> None:
         title = "nam-cc60: calibrate on 2 pairs, score on the rest (KLD / AKLD)"
         with_ref = tuple(r for r in (NAS, AT_LEVEL) if all(r in g["scores"] for g in nam.values()))
         print(_table(nam, (*ROWS, *rounded, *with_ref), title))
+        other = {g: r["other_scenes"] for g, r in nam.items() if "other_scenes" in r}
+        if other:
+            title = "nam-cc60: only the scored pairs of other scenes than the 2 calibration pairs'"
+            print(_table(other, (*ROWS, *rounded, *with_ref), title))
     sidd_rows: tuple[str, ...] = ()
     if results.get("sidd"):
         sidd_rows = tuple(r for r in (*ROWS, *rounded, NAS, AT_LEVEL, "true configuration")
@@ -384,11 +461,13 @@ def merge(paths: list[str]) -> dict:
             if not data.get("profiles_from"):  # a denoising-only run repeats an earlier run's profile
                 merged[key].update(data.get(key, {}))
         for check in data.get("denoise", []):
-            key = json.dumps([check["group"], check.get("preset_overrides"), check.get("noise")])
+            what = ("group", "preset_overrides", "noise", "data")
+            key = json.dumps([check.get(k) for k in what])
             if key not in checks:
-                checks[key] = {**check, "seeds": [], "runs": [], "seconds": 0.0}
+                checks[key] = {**check, "seeds": [], "runs": [], "items": [], "seconds": 0.0}
             checks[key]["seeds"] += check["seeds"]
             checks[key]["runs"] += check["runs"]
+            checks[key]["items"] += check.get("items", [])
             checks[key]["seconds"] += check["seconds"]
         merged.setdefault("adapt", data.get("adapt"))
     merged["nam_cc60"] = dict(sorted(merged["nam_cc60"].items()))
@@ -405,6 +484,9 @@ def main() -> None:
     p.add_argument("--denoise", default=None, help="nam-cc60 group of the denoising check (default: none)")
     p.add_argument("--steps", type=int, default=None, help="adaptation steps (default: the recipe's)")
     p.add_argument("--denoise-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--denoise-data", choices=("h5", "online"), default="h5",
+                   help="denoising check: train on HDF5 sets generated once per noise (default) or on noise "
+                        "drawn for every batch")  # fmt: skip
     p.add_argument("--denoise-epochs", type=int, default=None, help="override the cpu preset's epochs")
     p.add_argument("--denoise-steps", type=int, default=None, help="override its steps per epoch")
     p.add_argument("--denoise-milestone", type=int, default=None, help="epoch after which the lr drops x0.1")
@@ -453,7 +535,9 @@ def main() -> None:
             overrides["lr_milestones"] = (args.denoise_milestone,)
         overrides = {k: v for k, v in overrides.items() if v is not None}
         nam = results["nam_cc60"]
-        results["denoise"] = [denoise_check(base, out, args.denoise, nam, args.denoise_seeds, **overrides)]
+        check = denoise_check(base, out, args.denoise, nam, args.denoise_seeds, args.denoise_data, args.model,
+                              **overrides)  # fmt: skip
+        results["denoise"] = [check]
         atomic_write_json(out / "results.json", results)
     print_tables(results)
 
