@@ -54,9 +54,10 @@ class BuildInputs:
 
 
 def _model_source(spec: NoiseSpec, inputs: BuildInputs, net: Any = None, weights: Any = None,
-                  **extra: Any) -> ModelSource:  # fmt: skip
+                  kind: str | None = None, **extra: Any) -> ModelSource:  # fmt: skip
     net = inputs.model if net is None else net
-    return ModelSource(spec.text, net, kind=spec.kind, weights=weights, **inputs.options, **extra)
+    kind = spec.kind if kind is None else kind
+    return ModelSource(spec.text, net, kind=kind, weights=weights, **inputs.options, **extra)
 
 
 def _build_random(spec: NoiseSpec, inputs: BuildInputs) -> NoiseSource:
@@ -86,7 +87,7 @@ def _build_profile(spec: NoiseSpec, inputs: BuildInputs) -> NoiseSource:
     # a mixture over the model's configurations, or an adapted copy of the model and its camera
     net, weights = NoiseProfile.load(spec.arg).model_for(inputs.model)
     level = "reference" if spec.kind == "profile-ref" else "model"
-    return ModelSource(spec.text, net, kind="profile", weights=weights, noise_level=level, **inputs.options)
+    return _model_source(spec, inputs, net=net, weights=weights, kind="profile", noise_level=level)
 
 
 def _build_gaussian(spec: NoiseSpec, inputs: BuildInputs) -> NoiseSource:
