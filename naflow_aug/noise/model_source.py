@@ -102,7 +102,7 @@ class ModelSource(NoiseSource):
         elif self.kind != "random":
             weights = self.fixed_weights.expand(len(seeds), k).clone()
             if self.noise_level == "reference":  # a profile at its reference's level
-                level = noise_std(reference, clean).cpu()
+                level = noise_std(reference.to(clean.device), clean).cpu()
         return NoiseParams(
             source=self.spec, seeds=seeds, weights=weights, classes=self.classes, configs=configs,
             noise_std=level,
